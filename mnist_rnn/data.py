@@ -1,0 +1,135 @@
+"""MNIST as `tf.data` pipelines of row sequences, from tensorflow-datasets.
+
+`resolve_dataset` decides which dataset to use (and fails fast when full MNIST cannot be had);
+`load_datasets` builds the train and test pipelines through the same `tfds.load` call for both.
+"""
+
+import dataclasses
+import threading
+import urllib.error
+import urllib.request
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl import logging
+
+from mnist_rnn import sample  # Registers the `mnist_sample` TFDS builder.
+
+PIXELS = 28 * 28
+NUM_CLASSES = 10
+DATASETS = ("auto", "mnist", "mnist_sample")
+# Where TFDS downloads MNIST from; probed before any download so that an offline machine
+# fails in seconds instead of after TFDS's minutes of retries.
+MNIST_PROBE_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/t10k-labels-idx1-ubyte.gz"
+PROBE_TIMEOUT_S = 5.0
+
+
+class DatasetUnavailableError(RuntimeError):
+    """Full MNIST is neither prepared in the data dir nor downloadable."""
+
+
+@dataclasses.dataclass
+class Datasets:
+    train: tf.data.Dataset
+    test: tf.data.Dataset
+    name: str
+    train_size: int
+    test_size: int
+    timesteps: int
+    features: int
+
+
+def valid_timesteps():
+    """Every sequence length that splits a 784-pixel image into equal steps."""
+    return [t for t in range(1, PIXELS + 1) if PIXELS % t == 0]
+
+
+def network_reachable(url=MNIST_PROBE_URL, timeout=PROBE_TIMEOUT_S):
+    """True when `url` answers within `timeout` seconds (DNS included)."""
+    result = []
+
+    def probe():
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout)
+            result.append(True)
+        except urllib.error.HTTPError:
+            result.append(True)  # The server answered: the network works.
+        except Exception:  # Any failure to connect means "not reachable".
+            result.append(False)
+
+    # DNS lookups ignore socket timeouts, so bound the whole probe with a daemon thread.
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+def mnist_prepared(data_dir):
+    return tfds.builder("mnist", data_dir=data_dir).is_prepared()
+
+
+def resolve_dataset(dataset, data_dir=None, probe=network_reachable):
+    """Returns "mnist" or "mnist_sample" for `dataset` in DATASETS, probing at most once."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}: use one of {', '.join(DATASETS)}")
+    if dataset == "mnist_sample":
+        return dataset
+    if mnist_prepared(data_dir) or probe():
+        return "mnist"
+    where = data_dir or tfds.core.constants.DATA_DIR
+    if dataset == "mnist":
+        raise DatasetUnavailableError(
+            f"full MNIST is not prepared in {where} and cannot be downloaded (no network): "
+            "run once with network access, pass --data_dir where it is prepared, "
+            "or use --dataset=mnist_sample"
+        )
+    logging.warning(
+        "Full MNIST is not in %s and cannot be downloaded: using the bundled sample "
+        "mnist_sample (4,000 train / 1,000 test images). For full MNIST, run once with "
+        "network access or pass --data_dir where it is prepared.",
+        where,
+    )
+    return "mnist_sample"
+
+
+def to_sequence(image, timesteps):
+    """uint8 [28, 28, 1] -> float32 [timesteps, 784 / timesteps] in [0, 1], row-major."""
+    pixels = tf.cast(tf.reshape(image, [PIXELS]), tf.float32) / 255.0
+    return tf.reshape(pixels, [timesteps, PIXELS // timesteps])
+
+
+def load_datasets(name, timesteps=28, batch_size=100, seed=0, data_dir=None):
+    """Train and test pipelines of (sequences, labels) batches for TFDS dataset `name`."""
+    if timesteps not in valid_timesteps():
+        raise ValueError(f"timesteps={timesteps} does not divide 784: use one of {valid_timesteps()}")
+    if name == "mnist_sample":
+        tfds.display_progress_bar(False)  # Prepared in a second or two; bars would be noise.
+    (train, test), info = tfds.load(
+        name,
+        split=["train", "test"],
+        data_dir=data_dir,
+        as_supervised=True,
+        with_info=True,
+        shuffle_files=False,  # Order comes from the seeded shuffle below.
+    )
+    train_size = info.splits["train"].num_examples
+    test_size = info.splits["test"].num_examples
+
+    def preprocess(image, label):
+        return to_sequence(image, timesteps), tf.cast(label, tf.int32)
+
+    autotune = tf.data.AUTOTUNE
+    train = (
+        train.map(preprocess, num_parallel_calls=autotune)
+        .cache()
+        .shuffle(train_size, seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)
+        .prefetch(autotune)
+    )
+    test = (
+        test.map(preprocess, num_parallel_calls=autotune)
+        .batch(batch_size)
+        .cache()
+        .prefetch(autotune)
+    )
+    return Datasets(train, test, name, train_size, test_size, timesteps, PIXELS // timesteps)

@@ -1,0 +1,80 @@
+"""Crash-safe writes: everything is written under a temporary name in the target's own
+directory and renamed into place, so a crash mid-write never replaces a good file."""
+
+import json
+import os
+import shutil
+import tempfile
+
+TMP_MARK = ".tmp-"
+
+
+def _tmp_path(path, suffix=""):
+    directory, name = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f".{name}{TMP_MARK}{os.getpid()}{suffix}")
+
+
+def write_json(path, obj):
+    tmp = _tmp_path(path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_model(model, path):
+    """model.save to `path` (a .keras file) atomically."""
+    tmp = _tmp_path(path, suffix=".keras")  # Keras insists on the .keras extension.
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def replace_dir(write, path):
+    """Calls write(tmp_dir), then swaps tmp_dir in for `path`; the old one is kept until then."""
+    tmp = _tmp_path(path)
+    old = _tmp_path(path, suffix=".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write(tmp)
+        if os.path.exists(path):
+            os.replace(path, old)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_stale_tmp(directory):
+    """Deletes temporaries left by a write that was killed (any process id)."""
+    if not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        if name.startswith(".") and TMP_MARK in name:
+            target = os.path.join(directory, name)
+            original = os.path.join(directory, name[1 : name.index(TMP_MARK)])
+            if name.endswith(".old") and not os.path.exists(original):
+                os.replace(target, original)  # Killed between the two renames of replace_dir.
+            elif os.path.isdir(target):
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                os.remove(target)
+
+
+def ensure_writable_dir(path):
+    """Creates `path` if needed; raises OSError with a one-line reason if it cannot be written."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise OSError(f"cannot write to --model_dir={path}: {e.strerror or e}") from None

@@ -1,0 +1,80 @@
+"""Train the static or the dynamic LSTM on MNIST: `python -m mnist_rnn.train --help`.
+
+Only flag parsing lives here; the work is `training.train_and_evaluate`.
+"""
+
+import dataclasses
+import sys
+
+from absl import app, flags, logging
+
+from mnist_rnn import data, model, training
+
+DEFAULTS = training.TrainConfig()
+
+flags.DEFINE_enum("rnn", DEFAULTS.rnn, model.RNNS,
+                  "static: LSTM(unroll=True), one cell copy per timestep, fixed length "
+                  "(tf.nn.static_rnn). dynamic: LSTM(unroll=False), one cell in a loop, "
+                  "any length (tf.nn.dynamic_rnn).")
+flags.DEFINE_integer("units", DEFAULTS.units, "LSTM units (hidden state size).", lower_bound=1)
+flags.DEFINE_integer("timesteps", DEFAULTS.timesteps,
+                     "Steps per image; each step reads 784/timesteps pixels. 28: one row per "
+                     "step; 784: pixel by pixel. Must divide 784.")
+flags.DEFINE_integer("batch_size", DEFAULTS.batch_size, "Training and test batch size.",
+                     lower_bound=1)
+flags.DEFINE_float("learning_rate", DEFAULTS.learning_rate, "Adam learning rate (> 0).")
+flags.DEFINE_integer("epochs", DEFAULTS.epochs, "Passes over the training set.", lower_bound=1)
+flags.DEFINE_integer("max_steps", DEFAULTS.max_steps,
+                     "Stop after this many training steps (0: no limit).", lower_bound=0)
+flags.DEFINE_integer("eval_every_steps", DEFAULTS.eval_every_steps,
+                     "Evaluate on the test set every N steps (0: once per epoch).", lower_bound=0)
+flags.DEFINE_float("target_accuracy", DEFAULTS.target_accuracy,
+                   "Stop, save and export as soon as test accuracy reaches this (0: off).",
+                   lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_enum("dataset", DEFAULTS.dataset, data.DATASETS,
+                  "mnist: full MNIST via TFDS (downloads once). mnist_sample: the bundled "
+                  "5,000 digits, no network. auto: mnist if prepared or downloadable, else "
+                  "the sample.")
+flags.DEFINE_string("data_dir", DEFAULTS.data_dir,
+                    "TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).")
+flags.DEFINE_string("model_dir", None,
+                    "Where model.keras, saved_model/ and metrics.json go (default: runs/RNN).")
+flags.DEFINE_integer("seed", DEFAULTS.seed, "Seed for weights and data order.")
+flags.DEFINE_bool("export", DEFAULTS.export, "Also export a TF SavedModel for serving.")
+flags.DEFINE_bool("jit_compile", DEFAULTS.jit_compile, "Compile the training step with XLA.")
+flags.DEFINE_bool("dry_run", False, "Smoke test: train 2 steps, evaluate, save.")
+
+flags.register_validator(
+    "timesteps", lambda t: t in data.valid_timesteps(),
+    f"--timesteps must divide 784: one of {data.valid_timesteps()}")
+flags.register_validator(
+    "learning_rate", lambda lr: lr > 0, "--learning_rate must be > 0")
+
+FLAGS = flags.FLAGS
+
+
+def config_from_flags(flag_values):
+    fields = {f.name for f in dataclasses.fields(training.TrainConfig)}
+    config = training.TrainConfig(
+        **{name: flag_values[name].value for name in fields if name in flag_values}
+    )
+    config.model_dir = flag_values.model_dir or f"runs/{config.rnn}"
+    if flag_values.dry_run:
+        config.max_steps, config.epochs = 2, 1
+    return config
+
+
+def main(argv):
+    if len(argv) > 1:
+        sys.exit(f"error: unexpected arguments {argv[1:]}: flags look like --name=value")
+    if not FLAGS["verbosity"].present:
+        # TensorFlow logs every save at INFO; show warnings unless --verbosity asks for more.
+        logging.set_verbosity(logging.WARNING)
+    try:
+        training.train_and_evaluate(config_from_flags(FLAGS))
+    except (data.DatasetUnavailableError, OSError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    app.run(main)
