@@ -103,7 +103,7 @@ class Evaluator(keras.callbacks.Callback):
         )
         self.history.append(result)
         # Start on a fresh line when the progress bar is mid-line.
-        newline = "\n" if self.params.get("verbose") == 1 and self.every_steps else ""
+        newline = "\n" if self.params.get("verbose") == 1 else ""
         print(
             f"{newline}time {result.time_s:8.1f}s  step {result.step:6d}  epoch {result.epoch:3d}  "
             f"test accuracy {result.accuracy:.4f}  test loss {result.loss:.4f}",

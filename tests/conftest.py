@@ -1,0 +1,36 @@
+import os
+
+import pytest
+
+from mnist_rnn import data, training
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory):
+    """A private TFDS data dir: the sample is prepared there once per session."""
+    return str(tmp_path_factory.mktemp("tensorflow_datasets"))
+
+
+@pytest.fixture(scope="session")
+def sample(tfds_dir):
+    return data.load_datasets("mnist_sample", timesteps=28, batch_size=100, seed=0,
+                              data_dir=tfds_dir)
+
+
+def tiny_config(tmp_dir, tfds_dir, **overrides):
+    """A config that trains in seconds on the sample and clearly beats chance."""
+    config = training.TrainConfig(
+        rnn="dynamic", units=32, learning_rate=0.01, epochs=1, dataset="mnist_sample",
+        data_dir=tfds_dir, model_dir=os.path.join(str(tmp_dir), "model"), verbose=0,
+    )
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    return config
+
+
+@pytest.fixture(scope="session", params=["static", "dynamic"])
+def trained(request, tmp_path_factory, tfds_dir):
+    """(config, model, metrics) of one short training run per variant, shared by tests."""
+    config = tiny_config(tmp_path_factory.mktemp(request.param), tfds_dir, rnn=request.param)
+    model, metrics = training.train_and_evaluate(config)
+    return config, model, metrics

@@ -1,0 +1,91 @@
+"""The training CLI end to end, in subprocesses, as a user runs it."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def run_train(*args, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_rnn.train", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+    )
+
+
+def test_flagfile_then_overrides_trains_saves_and_exports(tmp_path, tfds_dir):
+    model_dir = tmp_path / "run"
+    result = run_train(
+        f"--flagfile={ROOT / 'flags' / 'dynamic_rnn.flags'}", "--units=8", "--max_steps=3",
+        "--eval_every_steps=2", "--dataset=mnist_sample", f"--data_dir={tfds_dir}",
+        f"--model_dir={model_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test accuracy" in result.stdout and "step      2" in result.stdout
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["flags"]["units"] == 8  # The later flag wins over the flagfile...
+    assert metrics["flags"]["learning_rate"] == 0.0001  # ...which still sets the rest.
+    assert metrics["flags"]["epochs"] == 6 and metrics["steps"] == 3
+    assert [e["step"] for e in metrics["evaluations"]] == [2, 3]
+    assert (model_dir / "model.keras").is_file()
+    assert (model_dir / "saved_model" / "saved_model.pb").is_file()
+    assert not [p for p in os.listdir(model_dir) if ".tmp-" in p]
+
+
+def test_both_flagfiles_parse_to_the_original_programs():
+    from absl import flags
+
+    from mnist_rnn import train  # noqa: F401  Defines the flags.
+
+    expected = {
+        "static_rnn.flags": dict(rnn="static", units=256, batch_size=100, learning_rate=0.01,
+                                 eval_every_steps=10, target_accuracy=0.9, timesteps=28),
+        "dynamic_rnn.flags": dict(rnn="dynamic", units=100, batch_size=100,
+                                  learning_rate=1e-4, epochs=6, eval_every_steps=0,
+                                  target_accuracy=0.9, timesteps=28),
+    }
+    for name, values in expected.items():
+        fv = flags.FlagValues()
+        for flag in flags.FLAGS.get_key_flags_for_module(train):
+            fv[flag.name] = flag  # Same definitions, fresh values.
+        fv(["prog", f"--flagfile={ROOT / 'flags' / name}"])
+        assert {k: fv[k].value for k in values} == values, name
+        fv.unparse_flags()
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--timesteps=30", "--timesteps must divide 784"),
+    ("--rnn=gru", "value should be one of <static|dynamic>"),
+    ("--learning_rate=0", "--learning_rate must be > 0"),
+    ("--target_accuracy=1.5", "--target_accuracy=1.5: 1.5 is not a number in the range [0.0, 1.0]"),
+    ("--units=0", "--units=0: 0 is not a positive integer"),
+    ("--dataset=cifar", "value should be one of <auto|mnist|mnist_sample>"),
+    ("--flagfile=no/such.flags", "no/such.flags"),
+])
+def test_bad_flag_exits_non_zero_naming_the_problem(flag, message):
+    result = run_train(flag, "--dataset=mnist_sample", timeout=120)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unwritable_model_dir_is_one_clear_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run_train("--dataset=mnist_sample", f"--model_dir={blocker}/run", timeout=120)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot write to --model_dir=") and "Traceback" not in result.stderr
+
+
+def test_helpfull_lists_the_flags():
+    result = run_train("--helpfull", timeout=120)  # absl exits 1 after printing help.
+    assert result.stdout.startswith("Train the static or the dynamic LSTM")
+    for flag in ("--rnn", "--units", "--timesteps", "--eval_every_steps", "--target_accuracy",
+                 "--dataset", "--model_dir", "--[no]export", "--[no]dry_run"):
+        assert flag in result.stdout, flag

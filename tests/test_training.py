@@ -1,0 +1,139 @@
+import io
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from mnist_rnn import training
+
+
+def test_short_training_clearly_beats_chance(trained):
+    config, _, metrics = trained
+    # One epoch (40 steps) gives 0.58-0.68 over seeds 0-3; chance is 0.10.
+    assert metrics["final_test_accuracy"] > 0.4
+    assert metrics["steps"] == 40 and metrics["dataset"]["name"] == "mnist_sample"
+    assert metrics["flags"]["rnn"] == config.rnn
+
+
+def test_metrics_json_has_every_field(trained):
+    config, _, metrics = trained
+    on_disk = training.load_metrics(config.model_dir)
+    assert on_disk == json.loads(json.dumps(metrics))
+    for key in ("flags", "dataset", "evaluations", "final_test_accuracy", "final_test_loss",
+                "wall_time_s", "train_samples_per_s", "steps", "parameters"):
+        assert key in on_disk, key
+    assert on_disk["dataset"] | {"train_size": 4000, "test_size": 1000} == on_disk["dataset"]
+    assert on_disk["train_samples"] == 4000 and on_disk["train_samples_per_s"] > 0
+    last = on_disk["evaluations"][-1]
+    assert (last["step"], last["accuracy"]) == (40, on_disk["final_test_accuracy"])
+
+
+def test_evaluation_agrees_with_keras_evaluate(trained, sample):
+    _, model, metrics = trained
+    loss, accuracy = model.evaluate(sample.test, verbose=0)
+    assert accuracy == pytest.approx(metrics["final_test_accuracy"], abs=1e-6)
+    assert loss == pytest.approx(metrics["final_test_loss"], rel=1e-4)
+
+
+def test_save_load_gives_identical_predictions(trained, sample):
+    config, model, _ = trained
+    x, _ = next(iter(sample.test))
+    reloaded = keras.models.load_model(os.path.join(config.model_dir, "model.keras"))
+    np.testing.assert_array_equal(reloaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert reloaded.get_layer("lstm").unroll == (config.rnn == "static")
+
+
+def test_savedmodel_in_a_fresh_process_gives_the_same_logits(trained, sample, tmp_path):
+    config, model, _ = trained
+    x, _ = next(iter(sample.test))
+    np.save(tmp_path / "x.npy", x.numpy())
+    script = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        "m = tf.saved_model.load(sys.argv[1])\n"
+        "x = np.load(sys.argv[2])\n"
+        "np.save(sys.argv[3], m.signatures['serving_default'](tf.constant(x))['output_0'].numpy())\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, os.path.join(config.model_dir, "saved_model"),
+         str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+        check=True, timeout=120,
+    )
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), model.predict(x, verbose=0),
+                               atol=1e-5)
+
+
+def test_static_and_dynamic_learn_the_same(tmp_path, tfds_dir):
+    """Same seed, same math: the two graphs train to (nearly) the same accuracy."""
+    results = [
+        training.train_and_evaluate(
+            tiny_config(tmp_path / rnn, tfds_dir, rnn=rnn, max_steps=15), out=io.StringIO()
+        )[1]["final_test_accuracy"]
+        for rnn in ("static", "dynamic")
+    ]
+    assert results[0] == pytest.approx(results[1], abs=0.02)
+
+
+def test_same_seed_same_metrics_and_weights(tmp_path, tfds_dir):
+    runs = []
+    for name in ("a", "b"):
+        config = tiny_config(tmp_path / name, tfds_dir, max_steps=12, eval_every_steps=4)
+        model, metrics = training.train_and_evaluate(config, out=io.StringIO())
+        runs.append((model.get_weights(), metrics["evaluations"]))
+    (weights_a, evals_a), (weights_b, evals_b) = runs
+    assert [(e["step"], e["accuracy"], e["loss"]) for e in evals_a] == [
+        (e["step"], e["accuracy"], e["loss"]) for e in evals_b]
+    for a, b in zip(weights_a, weights_b):
+        assert a.tobytes() == b.tobytes()
+
+
+def test_a_different_seed_gives_a_different_run(tmp_path, tfds_dir):
+    losses = {
+        training.train_and_evaluate(
+            tiny_config(tmp_path / str(seed), tfds_dir, max_steps=10, seed=seed, export=False),
+            out=io.StringIO(),
+        )[1]["final_test_loss"]
+        for seed in (0, 1)
+    }
+    assert len(losses) == 2
+
+
+def test_max_steps_and_eval_every_steps(tmp_path, tfds_dir):
+    config = tiny_config(tmp_path, tfds_dir, epochs=3, max_steps=50, eval_every_steps=20,
+                         export=False)
+    _, metrics = training.train_and_evaluate(config, out=io.StringIO())
+    assert metrics["steps"] == 50 and metrics["epochs_started"] == 2
+    assert [e["step"] for e in metrics["evaluations"]] == [20, 40, 50]
+    assert [e["epoch"] for e in metrics["evaluations"]] == [1, 1, 2]
+    assert not os.path.exists(os.path.join(config.model_dir, "saved_model"))
+
+
+def test_target_accuracy_stops_training_early(tmp_path, tfds_dir):
+    config = tiny_config(tmp_path, tfds_dir, epochs=5, eval_every_steps=5, target_accuracy=0.3)
+    _, metrics = training.train_and_evaluate(config, out=io.StringIO())
+    accuracies = [e["accuracy"] for e in metrics["evaluations"]]
+    assert metrics["reached_target"] and accuracies[-1] >= 0.3
+    assert all(a < 0.3 for a in accuracies[:-1])  # It stopped at the first evaluation past 0.3.
+    assert metrics["steps"] == 5 * len(accuracies) < 200
+    assert os.path.isdir(os.path.join(config.model_dir, "saved_model"))
+
+
+@pytest.mark.parametrize("steps, expected", [(0, 0), (1, 100), (40, 4000), (41, 4100),
+                                             (80, 8000)])
+def test_samples_seen_counts_partial_last_batches(steps, expected):
+    assert training.samples_seen(steps, 100, 4000) == expected
+    assert training.samples_seen(2, 3000, 4000) == 4000  # 3000 then the last 1000.
+    assert training.samples_seen(3, 3000, 4000) == 7000
+
+
+def test_unwritable_model_dir_fails_before_training(tmp_path, tfds_dir):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    config = tiny_config(tmp_path, tfds_dir)
+    config.model_dir = str(blocker / "model")
+    with pytest.raises(OSError, match="cannot write to --model_dir="):
+        training.train_and_evaluate(config)
