@@ -14,6 +14,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from mnist_rnn import sample  # Registers the `mnist_sample` TFDS builder.
+from mnist_rnn.errors import DatasetUnavailableError
 
 PIXELS = 28 * 28
 NUM_CLASSES = 10
@@ -22,10 +23,6 @@ DATASETS = ("auto", "mnist", "mnist_sample")
 # fails in seconds instead of after TFDS's minutes of retries.
 MNIST_PROBE_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/t10k-labels-idx1-ubyte.gz"
 PROBE_TIMEOUT_S = 5.0
-
-
-class DatasetUnavailableError(RuntimeError):
-    """Full MNIST is neither prepared in the data dir nor downloadable."""
 
 
 @dataclasses.dataclass
@@ -92,10 +89,16 @@ def resolve_dataset(dataset, data_dir=None, probe=network_reachable):
     return "mnist_sample"
 
 
+def to_sequences(images, timesteps):
+    """uint8 images [batch, 28, 28(, 1)] -> float32 [batch, timesteps, 784 / timesteps] in
+    [0, 1], row-major. Shared by the training pipeline and the exported serving graph."""
+    pixels = tf.cast(tf.reshape(images, [-1, PIXELS]), tf.float32) / 255.0
+    return tf.reshape(pixels, [-1, timesteps, PIXELS // timesteps])
+
+
 def to_sequence(image, timesteps):
-    """uint8 [28, 28, 1] -> float32 [timesteps, 784 / timesteps] in [0, 1], row-major."""
-    pixels = tf.cast(tf.reshape(image, [PIXELS]), tf.float32) / 255.0
-    return tf.reshape(pixels, [timesteps, PIXELS // timesteps])
+    """One uint8 image [28, 28(, 1)] -> float32 [timesteps, 784 / timesteps]."""
+    return to_sequences(image, timesteps)[0]
 
 
 def load_datasets(name, timesteps=28, batch_size=100, seed=0, data_dir=None):

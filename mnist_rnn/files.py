@@ -6,6 +6,8 @@ import os
 import shutil
 import tempfile
 
+from mnist_rnn.errors import OutputError
+
 TMP_MARK = ".tmp-"
 
 
@@ -14,29 +16,31 @@ def _tmp_path(path, suffix=""):
     return os.path.join(directory, f".{name}{TMP_MARK}{os.getpid()}{suffix}")
 
 
-def write_json(path, obj):
-    tmp = _tmp_path(path)
+def write_via_tmp(path, write, suffix=""):
+    """Calls write(tmp) for a temporary path beside `path`, then renames it into place."""
+    tmp = _tmp_path(path, suffix)
     try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path, obj):
+    def write(tmp):
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=2, sort_keys=True)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    write_via_tmp(path, write)
 
 
 def save_model(model, path):
-    """model.save to `path` (a .keras file) atomically."""
-    tmp = _tmp_path(path, suffix=".keras")  # Keras insists on the .keras extension.
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """model.save to `path` (a .keras file), crash-safe."""
+    write_via_tmp(path, model.save, suffix=".keras")  # Keras insists on the extension.
 
 
 def replace_dir(write, path):
@@ -70,11 +74,11 @@ def remove_stale_tmp(directory):
                 os.remove(target)
 
 
-def ensure_writable_dir(path):
-    """Creates `path` if needed; raises OSError with a one-line reason if it cannot be written."""
+def ensure_writable_dir(path, flag="--model_dir"):
+    """Creates `path` if needed; raises OutputError with a one-line reason if it cannot be written."""
     try:
         os.makedirs(path, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
-        raise OSError(f"cannot write to --model_dir={path}: {e.strerror or e}") from None
+        raise OutputError(f"cannot write to {flag}={path}: {e.strerror or e}") from None

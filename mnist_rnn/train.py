@@ -4,11 +4,10 @@ Only flag parsing lives here; the work is `training.train_and_evaluate`.
 """
 
 import dataclasses
-import sys
 
-from absl import app, flags, logging
+from absl import flags
 
-from mnist_rnn import data, model, training
+from mnist_rnn import cli, data, model, training
 
 DEFAULTS = training.TrainConfig()
 
@@ -31,12 +30,6 @@ flags.DEFINE_integer("eval_every_steps", DEFAULTS.eval_every_steps,
 flags.DEFINE_float("target_accuracy", DEFAULTS.target_accuracy,
                    "Stop, save and export as soon as test accuracy reaches this (0: off).",
                    lower_bound=0.0, upper_bound=1.0)
-flags.DEFINE_enum("dataset", DEFAULTS.dataset, data.DATASETS,
-                  "mnist: full MNIST via TFDS (downloads once). mnist_sample: the bundled "
-                  "5,000 digits, no network. auto: mnist if prepared or downloadable, else "
-                  "the sample.")
-flags.DEFINE_string("data_dir", DEFAULTS.data_dir,
-                    "TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).")
 flags.DEFINE_string("model_dir", None,
                     "Where model.keras, saved_model/ and metrics.json go (default: runs/RNN).")
 flags.DEFINE_integer("seed", DEFAULTS.seed, "Seed for weights and data order.")
@@ -65,16 +58,9 @@ def config_from_flags(flag_values):
 
 
 def main(argv):
-    if len(argv) > 1:
-        sys.exit(f"error: unexpected arguments {argv[1:]}: flags look like --name=value")
-    if not FLAGS["verbosity"].present:
-        # TensorFlow logs every save at INFO; show warnings unless --verbosity asks for more.
-        logging.set_verbosity(logging.WARNING)
-    try:
-        training.train_and_evaluate(config_from_flags(FLAGS))
-    except (data.DatasetUnavailableError, OSError) as e:
-        sys.exit(f"error: {e}")
+    del argv  # cli.run rejects stray arguments.
+    training.train_and_evaluate(config_from_flags(FLAGS))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

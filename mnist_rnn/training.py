@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mnist_rnn import data, files, model as model_lib
+from mnist_rnn import data, evaluation, export, files, inference, model as model_lib
 
 MODEL_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
@@ -134,8 +134,8 @@ def samples_seen(steps, batch_size, train_size):
 
 
 def train_and_evaluate(config, datasets=None, out=sys.stdout):
-    """Trains per `config`, writes model.keras, saved_model/ and metrics.json into
-    `config.model_dir`, and returns (model, metrics dict). `datasets` overrides the data."""
+    """Trains per `config`; writes model.keras, saved_model/, metrics.json and the evaluation
+    report into `config.model_dir`; returns (model, metrics dict). `datasets` overrides the data."""
     files.ensure_writable_dir(config.model_dir)
     files.remove_stale_tmp(config.model_dir)
     keras.utils.set_random_seed(config.seed)
@@ -199,17 +199,23 @@ def train_and_evaluate(config, datasets=None, out=sys.stdout):
     }
     save(model, config.model_dir, config.export)
     files.write_json(os.path.join(config.model_dir, METRICS_FILE), metrics)
+    report, error_images = evaluation.evaluate(
+        inference.from_keras_model(model, os.path.join(config.model_dir, MODEL_FILE)),
+        datasets.test,
+    )
+    report["dataset"] = datasets.name
+    evaluation.write_report(report, error_images, config.model_dir)
     print(f"Saved to {config.model_dir}: {', '.join(sorted(os.listdir(config.model_dir)))}",
           file=out)
     return model, metrics
 
 
-def save(model, model_dir, export=True):
-    """model.keras always; the SavedModel for serving when `export`."""
+def save(model, model_dir, saved_model=True):
+    """model.keras always; the SavedModel for serving when `saved_model`."""
     files.save_model(model, os.path.join(model_dir, MODEL_FILE))
-    if export:
+    if saved_model:
         files.replace_dir(
-            lambda path: model.export(path, verbose=False),
+            lambda path: export.export_saved_model(model, path),
             os.path.join(model_dir, SAVED_MODEL_DIR),
         )
 

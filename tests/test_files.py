@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from mnist_rnn import files
+from mnist_rnn import errors, files
 
 
 def test_write_json_replaces_atomically_and_leaves_no_temporary(tmp_path):
@@ -53,5 +53,5 @@ def test_ensure_writable_dir_creates_and_checks(tmp_path):
     files.ensure_writable_dir(tmp_path / "a" / "b")
     assert (tmp_path / "a" / "b").is_dir()
     (tmp_path / "f").write_text("")
-    with pytest.raises(OSError, match=r"cannot write to --model_dir=.*/f/x"):
+    with pytest.raises(errors.OutputError, match=r"cannot write to --model_dir=.*/f/x"):
         files.ensure_writable_dir(tmp_path / "f" / "x")
