@@ -1,0 +1,204 @@
+"""Issue-level promises of a trained model in use: the SavedModel's signatures, the same
+predictions everywhere, predict on image files, evaluate's report."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from mnist_rnn import errors, evaluation, inference, sample
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def run_module(module, *args, timeout=180):
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def test_digits():
+    """The sample's test digits as uint8 images, with labels."""
+    images, labels = sample.load_arrays()
+    rows = sample.split_indices(labels, "test")
+    return images[rows], labels[rows]
+
+
+def keras_probabilities(model, images):
+    sequences = images.reshape(len(images), -1).astype(np.float32) / 255.0
+    sequences = sequences.reshape(len(images), -1, model.input_shape[-1])
+    return keras.ops.convert_to_numpy(keras.ops.softmax(model.predict(sequences, verbose=0)))
+
+
+def test_export_signatures_and_dtypes(trained):
+    config, _, _ = trained
+    loaded = tf.saved_model.load(os.path.join(config.model_dir, "saved_model"))
+    assert {"serving_default", "serve_sequences"} <= set(loaded.signatures)
+    images_fn = loaded.signatures["serving_default"]
+    spec = images_fn.structured_input_signature[1]["images"]
+    assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, 28, 28]
+    outputs = images_fn.structured_outputs
+    assert outputs["probabilities"].dtype == tf.float32
+    assert outputs["probabilities"].shape.as_list() == [None, 10]
+    assert outputs["class"].dtype == tf.int64 and outputs["class"].shape.as_list() == [None]
+    sequences = loaded.signatures["serve_sequences"].structured_input_signature[1]["sequences"]
+    expected_time = 28 if config.rnn == "static" else None
+    assert sequences.dtype == tf.float32 and sequences.shape.as_list() == [None, expected_time, 28]
+
+
+def test_same_predictions_in_memory_reloaded_and_savedmodel_in_a_fresh_process(
+        trained, test_digits, tmp_path):
+    config, model, _ = trained
+    images = test_digits[0][:64]
+    in_memory = keras_probabilities(model, images)
+    reloaded = keras_probabilities(
+        keras.models.load_model(os.path.join(config.model_dir, "model.keras")), images)
+    np.save(tmp_path / "images.npy", images)
+    script = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        "serve = tf.saved_model.load(sys.argv[1]).signatures['serving_default']\n"
+        "out = serve(images=tf.constant(np.load(sys.argv[2])))\n"
+        "np.save(sys.argv[3], out['probabilities'].numpy())\n"
+        "np.save(sys.argv[4], out['class'].numpy())\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, os.path.join(config.model_dir, "saved_model"),
+         tmp_path / "images.npy", tmp_path / "p.npy", tmp_path / "c.npy"],
+        check=True, timeout=120, capture_output=True,
+    )
+    served = np.load(tmp_path / "p.npy")
+    np.testing.assert_allclose(reloaded, in_memory, atol=1e-5)
+    np.testing.assert_allclose(served, in_memory, atol=1e-5)
+    np.testing.assert_array_equal(np.load(tmp_path / "c.npy"), in_memory.argmax(1))
+
+
+@pytest.fixture
+def digit_files(trained, test_digits, tmp_path):
+    """PNGs of the three test digits the model is surest of and right about: as-is,
+    inverted (dark on light) and enlarged to 84x84 in RGB."""
+    _, model, _ = trained
+    images, labels = test_digits
+    p = keras_probabilities(model, images)
+    right = np.flatnonzero(p.argmax(1) == labels)
+    best = right[np.argsort(-p[right].max(1))][:3]
+    paths = [tmp_path / "plain.png", tmp_path / "inverted.png", tmp_path / "big_rgb.png"]
+    Image.fromarray(images[best[0]]).save(paths[0])
+    Image.fromarray(255 - images[best[1]]).save(paths[1])
+    Image.fromarray(images[best[2]]).resize((84, 84), Image.BICUBIC).convert("RGB").save(paths[2])
+    return [str(p) for p in paths], [int(labels[i]) for i in best]
+
+
+@pytest.mark.parametrize("artifact", ["model.keras", "saved_model"])
+def test_predict_files_gives_the_right_digits(trained, digit_files, artifact):
+    config, _, _ = trained
+    predictor = inference.load(os.path.join(config.model_dir, artifact))
+    paths, labels = digit_files
+    results = inference.predict_files(predictor, paths, top_k=3)
+    assert [r["class"] for r in results] == labels
+    for r in results:
+        assert len(r["top_k"]) == 3 and r["top_k"][0]["probability"] == r["probability"]
+        assert r["probability"] >= r["top_k"][1]["probability"] >= r["top_k"][2]["probability"]
+
+
+def test_predict_cli_reports_bad_files_and_still_predicts_the_rest(trained, digit_files,
+                                                                   tmp_path):
+    config, _, _ = trained
+    paths, labels = digit_files
+    (tmp_path / "notes.png").write_text("not an image")
+    np.save(tmp_path / "batch.npy", np.zeros((2, 28, 28), np.uint8))
+    bad = [str(tmp_path / "missing.png"), str(tmp_path / "notes.png"),
+           str(tmp_path / "batch.npy")]
+    result = run_module("mnist_rnn.predict", f"--model={config.model_dir}/model.keras", "--json",
+                        paths[0], *bad, paths[1])
+    assert result.returncode == 1
+    output = json.loads(result.stdout)
+    assert [r.get("class") for r in output] == [labels[0], None, None, None, labels[1]]
+    errors_seen = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors_seen == [
+        f"error: {bad[0]}: no such file",
+        f"error: {bad[1]}: not a readable image (UnidentifiedImageError); use PNG, JPEG, BMP, "
+        "GIF or .npy",
+        f"error: {bad[2]}: array of shape (2, 28, 28); expected one grayscale image "
+        "[height, width] (or [height, width, channels])",
+    ]
+    assert "Traceback" not in result.stderr
+
+
+def test_predict_cli_text_output(trained, digit_files):
+    config, _, _ = trained
+    paths, labels = digit_files
+    result = run_module("mnist_rnn.predict", f"--model={config.model_dir}/saved_model",
+                        "--top_k=2", *paths)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert [line.split(": ")[0] for line in lines] == paths
+    assert [int(line.split(": ")[1][0]) for line in lines] == labels
+    assert all(line.count("(") == 2 for line in lines)
+
+
+@pytest.fixture
+def broken_models(trained, tmp_path):
+    config, _, _ = trained
+    good = (pathlib.Path(config.model_dir) / "model.keras").read_bytes()
+    (tmp_path / "truncated.keras").write_bytes(good[: len(good) // 2])
+    (tmp_path / "garbage.keras").write_bytes(os.urandom(4096))
+    (tmp_path / "empty_dir").mkdir()
+    (tmp_path / "bad_saved_model").mkdir()
+    (tmp_path / "bad_saved_model" / "saved_model.pb").write_bytes(b"\x00corrupt")
+    return {name: str(tmp_path / name) for name in
+            ("truncated.keras", "garbage.keras", "empty_dir", "bad_saved_model", "missing.keras")}
+
+
+def test_missing_or_corrupt_models_are_one_clear_error(broken_models):
+    for name, path in broken_models.items():
+        with pytest.raises(errors.ModelLoadError) as err:
+            inference.load(path)
+        message = str(err.value)
+        assert path in message and "\n" not in message, name
+
+
+def test_predict_cli_corrupt_model_is_one_line(broken_models, digit_files):
+    result = run_module("mnist_rnn.predict", f"--model={broken_models['truncated.keras']}",
+                        digit_files[0][0])
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"error: cannot load model {broken_models['truncated.keras']}: corrupt or not a model")
+
+
+def test_evaluate_cli_agrees_with_model_evaluate_and_writes_its_report(
+        trained, sample, tfds_dir, tmp_path):
+    config, model, _ = trained
+    result = run_module("mnist_rnn.evaluate", f"--model={config.model_dir}/saved_model",
+                        "--dataset=mnist_sample", f"--data_dir={tfds_dir}",
+                        f"--output_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "confusion matrix" in result.stdout and "precision" in result.stdout
+    report = json.loads((tmp_path / "evaluation.json").read_text())
+    loss, accuracy = model.evaluate(sample.test, verbose=0)
+    assert report["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    assert report["loss"] == pytest.approx(loss, rel=1e-3)
+    confusion = np.array(report["confusion_matrix"])
+    assert confusion.sum() == 1000 and list(confusion.sum(1)) == [100] * 10
+    assert np.trace(confusion) / 1000 == pytest.approx(report["accuracy"])
+    recalls = [c["recall"] for c in report["per_class"]]
+    np.testing.assert_allclose(recalls, np.diag(confusion) / 100)
+    probabilities = [e["probability"] for e in report["confident_errors"]]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert all(e["true"] != e["predicted"] for e in report["confident_errors"])
+    for png in ("confusion_matrix.png", "confident_errors.png"):
+        with Image.open(tmp_path / png) as image:
+            assert image.format == "PNG" and image.size[0] > 300
+
+
+def test_training_writes_the_same_report(trained):
+    config, _, metrics = trained
+    report = json.loads((pathlib.Path(config.model_dir) / "evaluation.json").read_text())
+    assert report["accuracy"] == pytest.approx(metrics["final_test_accuracy"], abs=1e-6)
+    assert (pathlib.Path(config.model_dir) / evaluation.CONFUSION_PNG).is_file()
