@@ -5,6 +5,7 @@
 """
 
 import dataclasses
+import functools
 import threading
 import urllib.error
 import urllib.request
@@ -27,13 +28,43 @@ PROBE_TIMEOUT_S = 5.0
 
 @dataclasses.dataclass
 class Datasets:
-    train: tf.data.Dataset
+    """The test pipeline, and the train examples from which `train_epochs` builds batches."""
+
+    examples: tf.data.Dataset  # Train (sequence, label) pairs, mapped and cached.
     test: tf.data.Dataset
     name: str
     train_size: int
     test_size: int
     timesteps: int
     features: int
+    batch_size: int
+    seed: int
+
+    @property
+    def steps_per_epoch(self):
+        return -(-self.train_size // self.batch_size)
+
+    def train_epochs(self, first_epoch, last_epoch, skip_batches=0):
+        """Batches of epochs [first_epoch, last_epoch), without the first `skip_batches`.
+
+        Each epoch's order is a function of (seed, epoch) alone, so a run resumed at any
+        step sees exactly the batches the uninterrupted run would have seen.
+        """
+
+        batches = [
+            self.examples.shuffle(
+                self.train_size, seed=self.seed * 1_000_003 + index,
+                reshuffle_each_iteration=False,
+            ).batch(self.batch_size)
+            for index in range(first_epoch, last_epoch)
+        ]
+        return (functools.reduce(tf.data.Dataset.concatenate, batches)
+                .skip(skip_batches).prefetch(tf.data.AUTOTUNE))
+
+    @property
+    def train(self):
+        """The first epoch's batches."""
+        return self.train_epochs(0, 1)
 
 
 def valid_timesteps():
@@ -122,17 +153,13 @@ def load_datasets(name, timesteps=28, batch_size=100, seed=0, data_dir=None):
         return to_sequence(image, timesteps), tf.cast(label, tf.int32)
 
     autotune = tf.data.AUTOTUNE
-    train = (
-        train.map(preprocess, num_parallel_calls=autotune)
-        .cache()
-        .shuffle(train_size, seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size)
-        .prefetch(autotune)
-    )
+    # map -> cache here; shuffle (seeded per epoch) -> batch -> prefetch in train_epochs.
+    examples = train.map(preprocess, num_parallel_calls=autotune).cache()
     test = (
         test.map(preprocess, num_parallel_calls=autotune)
         .batch(batch_size)
         .cache()
         .prefetch(autotune)
     )
-    return Datasets(train, test, name, train_size, test_size, timesteps, PIXELS // timesteps)
+    return Datasets(examples, test, name, train_size, test_size, timesteps,
+                    PIXELS // timesteps, batch_size, seed)

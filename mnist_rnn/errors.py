@@ -20,3 +20,7 @@ class ModelLoadError(UserError):
 
 class ImageError(UserError):
     """An input image is missing, unreadable or of the wrong shape."""
+
+
+class NumericalError(UserError):
+    """The loss or the weights stopped being finite numbers."""

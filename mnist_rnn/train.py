@@ -35,6 +35,11 @@ flags.DEFINE_string("model_dir", None,
 flags.DEFINE_integer("seed", DEFAULTS.seed, "Seed for weights and data order.")
 flags.DEFINE_bool("export", DEFAULTS.export, "Also export a TF SavedModel for serving.")
 flags.DEFINE_bool("jit_compile", DEFAULTS.jit_compile, "Compile the training step with XLA.")
+flags.DEFINE_integer("backup_every_steps", DEFAULTS.backup_every_steps,
+                     "Back up for resumption every N steps (0: at each evaluation); always at "
+                     "each epoch end.", lower_bound=0)
+flags.DEFINE_bool("overwrite", DEFAULTS.overwrite,
+                  "Start over instead of resuming the run in --model_dir.")
 flags.DEFINE_bool("dry_run", False, "Smoke test: train 2 steps, evaluate, save.")
 
 flags.register_validator(

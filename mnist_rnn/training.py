@@ -3,7 +3,9 @@
 
 import dataclasses
 import json
+import math
 import os
+import shutil
 import sys
 import time
 
@@ -11,7 +13,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mnist_rnn import data, evaluation, export, files, inference, model as model_lib
+from mnist_rnn import backup, data, evaluation, export, files, inference, model as model_lib
+from mnist_rnn.errors import NumericalError, OutputError, UserError
 
 MODEL_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
@@ -35,6 +38,8 @@ class TrainConfig:
     seed: int = 0
     export: bool = True
     jit_compile: bool = False
+    backup_every_steps: int = 0  # 0: at each evaluation; always at each epoch end.
+    overwrite: bool = False  # Start over instead of resuming.
     verbose: int = 1  # Keras fit verbosity: 1 progress bar, 2 a line per epoch, 0 silent.
 
 
@@ -48,41 +53,65 @@ class Evaluation:
 
 
 class Evaluator(keras.callbacks.Callback):
-    """Evaluates on the test set every `every_steps` steps (0: each epoch end), prints one line
-    per evaluation, stops at `max_steps` and once accuracy reaches `target_accuracy`."""
+    """Counts steps, stops at a non-finite loss, evaluates on the test set every `every_steps`
+    steps (0: each epoch end) with one printed line, stops at `max_steps` and once accuracy
+    reaches `target_accuracy`. Its counters start from a resumed run's `state`."""
 
-    def __init__(self, test, every_steps=0, target_accuracy=0.0, max_steps=0, out=sys.stdout):
+    def __init__(self, test, steps_per_epoch, every_steps=0, target_accuracy=0.0, max_steps=0,
+                 out=sys.stdout, state=None):
         super().__init__()
+        state = state or {}
         self.test = test
+        self.steps_per_epoch = steps_per_epoch
         self.every_steps = every_steps
         self.target_accuracy = target_accuracy
         self.max_steps = max_steps
         self.out = out
-        self.history = []
-        self.step = 0
-        self.epoch = 0
-        self.eval_time_s = 0.0
-        self.first_step_s = None
+        self.history = [Evaluation(**e) for e in state.get("evaluations", [])]
+        self.step = state.get("step", 0)
+        self.eval_time_s = state.get("eval_time_s", 0.0)
+        self.first_step_s = state.get("time_to_first_step_s")
+        self.stopped = False
+        self._elapsed_before = state.get("wall_time_s", 0.0)
+        self._start = time.perf_counter()
         self._eval_step = None
 
-    def on_train_begin(self, logs=None):
-        self.start = time.perf_counter()
+    def elapsed(self):
+        """Wall time of the run so far, over all its sessions."""
+        return self._elapsed_before + time.perf_counter() - self._start
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
+    def state(self):
+        return {
+            "step": self.step,
+            "evaluations": [dataclasses.asdict(e) for e in self.history],
+            "eval_time_s": self.eval_time_s,
+            "wall_time_s": self.elapsed(),
+            "time_to_first_step_s": self.first_step_s,
+        }
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            raise NumericalError(f"the training loss is {loss} at step {self.step}")
         if self.first_step_s is None:
-            self.first_step_s = time.perf_counter() - self.start
+            self.first_step_s = self.elapsed()
         if self.every_steps and self.step % self.every_steps == 0:
             self.evaluate()
         if self.max_steps and self.step >= self.max_steps:
-            self.model.stop_training = True
+            self.stop()
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.every_steps:
             self.evaluate()
+
+    def stop(self):
+        self.stopped = True
+        self.model.stop_training = True
+
+    def reached_target(self):
+        return bool(self.target_accuracy and self.history
+                    and self.history[-1].accuracy >= self.target_accuracy)
 
     def evaluate(self):
         """Test accuracy and mean loss over the whole test set; logs and records them."""
@@ -95,24 +124,22 @@ class Evaluator(keras.callbacks.Callback):
         for x, y in self.test:
             totals += [float(v) for v in self._eval_step(x, y)]
         loss_sum, correct, count = totals
-        ended = time.perf_counter()
-        self.eval_time_s += ended - began
-        result = Evaluation(
-            self.step, self.epoch + 1, float(correct / count), float(loss_sum / count),
-            ended - self.start,
-        )
+        self.eval_time_s += time.perf_counter() - began
+        epoch = max(1, -(-self.step // self.steps_per_epoch))  # 1-based, of the last step.
+        result = Evaluation(self.step, epoch, float(correct / count), float(loss_sum / count),
+                            self.elapsed())
         self.history.append(result)
         # Start on a fresh line when the progress bar is mid-line.
-        newline = "\n" if self.params.get("verbose") == 1 else ""
+        newline = "\n" if self.params and self.params.get("verbose") == 1 else ""
         print(
             f"{newline}time {result.time_s:8.1f}s  step {result.step:6d}  epoch {result.epoch:3d}  "
             f"test accuracy {result.accuracy:.4f}  test loss {result.loss:.4f}",
             file=self.out,
             flush=True,
         )
-        if self.target_accuracy and result.accuracy >= self.target_accuracy:
+        if self.reached_target():
             print(f"reached target accuracy {self.target_accuracy}: stopping", file=self.out)
-            self.model.stop_training = True
+            self.stop()
         return result
 
     def _batch_sums(self, x, y):
@@ -133,20 +160,54 @@ def samples_seen(steps, batch_size, train_size):
     return full_epochs * train_size + min(rest * batch_size, train_size)
 
 
+def _fit(model, datasets, config, callbacks, evaluator):
+    """Trains from `evaluator.step` on. Every epoch has `steps_per_epoch` steps, so the step
+    alone says where a resumed run is in the data; a part-done epoch is finished first."""
+    steps = datasets.steps_per_epoch
+    epoch, done_in_epoch = divmod(evaluator.step, steps)
+    fit = dict(callbacks=callbacks, verbose=config.verbose,
+               shuffle=False)  # The pipeline shuffles, seeded per epoch.
+    if done_in_epoch:
+        model.fit(datasets.train_epochs(epoch, epoch + 1, done_in_epoch), initial_epoch=epoch,
+                  epochs=epoch + 1, steps_per_epoch=steps - done_in_epoch, **fit)
+        epoch += 1
+    if epoch < config.epochs and not evaluator.stopped:
+        model.fit(datasets.train_epochs(epoch, config.epochs), initial_epoch=epoch,
+                  epochs=config.epochs, steps_per_epoch=steps, **fit)
+
+
+def _finished(evaluator, config, steps_per_epoch):
+    return (evaluator.reached_target()
+            or (config.max_steps and evaluator.step >= config.max_steps)
+            or evaluator.step >= config.epochs * steps_per_epoch)
+
+
 def train_and_evaluate(config, datasets=None, out=sys.stdout):
-    """Trains per `config`; writes model.keras, saved_model/, metrics.json and the evaluation
-    report into `config.model_dir`; returns (model, metrics dict). `datasets` overrides the data."""
+    """Trains per `config`, resuming from the backup in `config.model_dir` if there is one;
+    writes model.keras, saved_model/, metrics.json and the evaluation report there; returns
+    (model, metrics dict). `datasets` overrides the data."""
     files.ensure_writable_dir(config.model_dir)
     files.remove_stale_tmp(config.model_dir)
+    backup_dir = os.path.join(config.model_dir, backup.BACKUP_DIR)
+    files.remove_stale_tmp(backup_dir)
+    if config.overwrite:
+        shutil.rmtree(backup_dir, ignore_errors=True)
+    state = backup.load_state(backup_dir)
+    flags = backup.run_flags(dataclasses.asdict(config))
+    if state and state.get("finished"):
+        backup.check_compatible(state, flags, state["dataset"])
+        return _already_finished(config, state, out)
+
     keras.utils.set_random_seed(config.seed)
     # Same seed, same machine, same numbers: worth the small cost on CPU.
     tf.config.experimental.enable_op_determinism()
-
     if datasets is None:
         name = data.resolve_dataset(config.dataset, config.data_dir)
         datasets = data.load_datasets(
             name, config.timesteps, config.batch_size, config.seed, config.data_dir
         )
+    if state:
+        backup.check_compatible(state, flags, datasets.name)
     model = model_lib.build_model(
         config.rnn, config.units, datasets.timesteps, datasets.features, seed=config.seed
     )
@@ -159,17 +220,28 @@ def train_and_evaluate(config, datasets=None, out=sys.stdout):
         file=out,
         flush=True,
     )
+    if state:
+        backup.restore(model, backup_dir, state)
+        print(f"Resuming from the backup at step {state['step']} in {backup_dir}", file=out)
 
-    evaluator = Evaluator(
-        datasets.test, config.eval_every_steps, config.target_accuracy, config.max_steps, out
-    )
-    began = time.perf_counter()
-    model.fit(
-        datasets.train, epochs=config.epochs, callbacks=[evaluator], verbose=config.verbose,
-        shuffle=False,  # The pipeline shuffles, seeded.
-    )
+    evaluator = Evaluator(datasets.test, datasets.steps_per_epoch, config.eval_every_steps,
+                          config.target_accuracy, config.max_steps, out, state)
+    resumed_from = evaluator.step
+    run_state = lambda: {**evaluator.state(), "flags": flags, "dataset": datasets.name}  # noqa: E731
+    saver = backup.Backup(backup_dir, config.backup_every_steps or config.eval_every_steps,
+                          run_state)
+    try:
+        if not _finished(evaluator, config, datasets.steps_per_epoch):
+            _fit(model, datasets, config, [evaluator, saver], evaluator)
+    except NumericalError as e:
+        last = backup.load_state(backup_dir)
+        kept = (f"the last good backup (step {last['step']}) is kept in {backup_dir}"
+                if last else "no backup was written yet")
+        raise NumericalError(
+            f"{e}: training stopped and nothing was saved; {kept}; lower --learning_rate"
+        ) from None
     final = evaluator.evaluate()  # No-op when the last step was just evaluated.
-    wall_time_s = time.perf_counter() - began
+    wall_time_s = evaluator.elapsed()
     train_time_s = wall_time_s - evaluator.eval_time_s
     samples = samples_seen(evaluator.step, config.batch_size, datasets.train_size)
 
@@ -185,11 +257,11 @@ def train_and_evaluate(config, datasets=None, out=sys.stdout):
         "parameters": model.count_params(),
         "evaluations": [dataclasses.asdict(e) for e in evaluator.history],
         "steps": evaluator.step,
-        "epochs_started": evaluator.epoch + 1,
+        "epochs_started": -(-evaluator.step // datasets.steps_per_epoch),
         "final_test_accuracy": final.accuracy,
         "final_test_loss": final.loss,
-        "reached_target": bool(config.target_accuracy)
-        and final.accuracy >= config.target_accuracy,
+        "reached_target": evaluator.reached_target(),
+        "resumed_from_step": resumed_from,
         "wall_time_s": wall_time_s,
         "train_time_s": train_time_s,
         "time_to_first_step_s": evaluator.first_step_s,
@@ -198,23 +270,60 @@ def train_and_evaluate(config, datasets=None, out=sys.stdout):
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
     save(model, config.model_dir, config.export)
-    files.write_json(os.path.join(config.model_dir, METRICS_FILE), metrics)
+    _write(files.write_json, os.path.join(config.model_dir, METRICS_FILE), metrics)
     report, error_images = evaluation.evaluate(
         inference.from_keras_model(model, os.path.join(config.model_dir, MODEL_FILE)),
         datasets.test,
     )
     report["dataset"] = datasets.name
-    evaluation.write_report(report, error_images, config.model_dir)
+    _write(evaluation.write_report, report, error_images, config.model_dir)
+    # Only now is the run done: a kill before this line resumes and writes it all again.
+    os.makedirs(backup_dir, exist_ok=True)
+    _write(files.write_json, os.path.join(backup_dir, backup.STATE_FILE),
+           {**run_state(), "finished": True, "weights": None})
+    for name in os.listdir(backup_dir):
+        if name.endswith(".weights.h5"):
+            os.remove(os.path.join(backup_dir, name))  # model.keras holds the final weights.
     print(f"Saved to {config.model_dir}: {', '.join(sorted(os.listdir(config.model_dir)))}",
           file=out)
     return model, metrics
 
 
+def _already_finished(config, state, out):
+    try:
+        metrics = load_metrics(config.model_dir)
+        model = keras.models.load_model(os.path.join(config.model_dir, MODEL_FILE))
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"{config.model_dir} holds a finished run whose files are damaged ({e}); "
+            "rerun with --overwrite to train again"
+        ) from None
+    print(
+        f"{config.model_dir} already holds this run, finished at step {state['step']} with "
+        f"test accuracy {metrics['final_test_accuracy']:.4f}: nothing to do (--overwrite "
+        "trains again)",
+        file=out,
+    )
+    return model, metrics
+
+
+def _write(write, *args):
+    """Runs a file write; a full disk or a read-only directory becomes one clear error."""
+    try:
+        write(*args)
+    except OSError as e:
+        raise OutputError(
+            f"cannot write to {getattr(e, 'filename', None) or args[-1]}: "
+            f"{e.strerror or e}; the previous files are kept"
+        ) from None
+
+
 def save(model, model_dir, saved_model=True):
     """model.keras always; the SavedModel for serving when `saved_model`."""
-    files.save_model(model, os.path.join(model_dir, MODEL_FILE))
+    _write(files.save_model, model, os.path.join(model_dir, MODEL_FILE))
     if saved_model:
-        files.replace_dir(
+        _write(
+            files.replace_dir,
             lambda path: export.export_saved_model(model, path),
             os.path.join(model_dir, SAVED_MODEL_DIR),
         )

@@ -103,16 +103,36 @@ def test_full_mnist_path_through_tfds_mock_data(mock_mnist):
     assert len(list(ds.train)) == 4  # 64 mocked examples in batches of 16.
 
 
-def test_train_order_is_seeded_and_changes_each_epoch(tfds_dir):
-    def epoch_labels(ds):
-        return np.concatenate([y.numpy() for _, y in ds.train])
+def labels_of(dataset):
+    return np.concatenate([y.numpy() for _, y in dataset])
 
+
+def test_train_order_is_seeded_and_changes_each_epoch(tfds_dir):
     a = data.load_datasets("mnist_sample", seed=3, data_dir=tfds_dir)
     b = data.load_datasets("mnist_sample", seed=3, data_dir=tfds_dir)
-    first, second = epoch_labels(a), epoch_labels(a)
-    np.testing.assert_array_equal(first, epoch_labels(b))
-    assert not np.array_equal(first, second)
+    other = data.load_datasets("mnist_sample", seed=4, data_dir=tfds_dir)
+    two_epochs = labels_of(a.train_epochs(0, 2))
+    first, second = two_epochs[:4000], two_epochs[4000:]
+    np.testing.assert_array_equal(first, labels_of(a.train))  # Repeatable...
+    np.testing.assert_array_equal(two_epochs, labels_of(b.train_epochs(0, 2)))  # ...by seed,
+    assert not np.array_equal(first, second)  # a new order each epoch,
+    assert not np.array_equal(first, labels_of(other.train))  # another for another seed.
+    for epoch in (first, second):
+        assert list(np.bincount(epoch)) == [400] * 10  # Every example once per epoch.
     assert len(set(first[:100])) >= 8  # Shuffled: the sorted source would give one class.
+
+
+def test_a_resumed_run_sees_the_same_batches(tfds_dir):
+    ds = data.load_datasets("mnist_sample", batch_size=300, seed=5, data_dir=tfds_dir)
+    assert ds.steps_per_epoch == 14  # 13 full batches and one of 100.
+    full = list(ds.train_epochs(0, 3))
+    for epoch, skip in ((0, 5), (1, 0), (1, 13), (2, 7)):
+        resumed = list(ds.train_epochs(epoch, 3, skip))
+        expected = full[epoch * 14 + skip:]
+        assert len(resumed) == len(expected)
+        for (x, y), (x2, y2) in zip(resumed, expected):
+            np.testing.assert_array_equal(y, y2)
+            np.testing.assert_array_equal(x, x2)
 
 
 # Availability: no test ever reaches the internet; a probe that fails is simulated on loopback.

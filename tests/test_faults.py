@@ -1,0 +1,220 @@
+"""Training that survives faults: resume after SIGKILL, crash-safe files, NaN, bad input."""
+
+import errno
+import io
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from mnist_rnn import backup, errors, files, training
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def train_command(model_dir, tfds_dir, *extra):
+    return [sys.executable, "-m", "mnist_rnn.train", "--rnn=dynamic", "--units=32",
+            "--learning_rate=0.01", "--epochs=3", "--eval_every_steps=10", "--noexport",
+            "--dataset=mnist_sample", f"--data_dir={tfds_dir}", f"--model_dir={model_dir}",
+            *extra]
+
+
+def run(command):
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tfds_dir):
+    model_dir = tmp_path_factory.mktemp("uninterrupted")
+    result = run(train_command(model_dir, tfds_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return model_dir
+
+
+def weights_of(model_dir):
+    return keras.models.load_model(model_dir / "model.keras").get_weights()
+
+
+def test_sigkill_then_the_same_command_resumes_to_the_same_result(uninterrupted, tmp_path,
+                                                                  tfds_dir):
+    model_dir = tmp_path / "killed"
+    command = train_command(model_dir, tfds_dir)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               cwd=ROOT)
+    state_file = model_dir / "backup" / "state.json"
+    deadline = time.monotonic() + 240
+    while not state_file.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    killed_at = json.loads(state_file.read_text())["step"]
+    assert 10 <= killed_at < 120 and not (model_dir / "metrics.json").exists()
+
+    result = run(command)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Resuming from the backup at step {killed_at}" in result.stdout
+    resumed = training.load_metrics(model_dir)
+    reference = training.load_metrics(uninterrupted)
+    assert resumed["resumed_from_step"] == killed_at
+    assert resumed["steps"] == reference["steps"] == 120
+    assert resumed["final_test_accuracy"] == pytest.approx(reference["final_test_accuracy"],
+                                                           abs=0.005)
+    assert [e["step"] for e in resumed["evaluations"]] == [e["step"] for e in
+                                                            reference["evaluations"]]
+    # Same optimizer state and data order from the backup on: the weights agree too.
+    for a, b in zip(weights_of(model_dir), weights_of(uninterrupted)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_a_finished_run_is_not_repeated(uninterrupted, tfds_dir):
+    before = (uninterrupted / "metrics.json").read_bytes()
+    result = run(train_command(uninterrupted, tfds_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "already holds this run, finished at step 120" in result.stdout
+    assert (uninterrupted / "metrics.json").read_bytes() == before
+
+
+def test_other_flags_are_refused_by_name_and_overwrite_starts_over(uninterrupted, tmp_path,
+                                                                    tfds_dir):
+    refused = run(train_command(uninterrupted, tfds_dir, "--units=16", "--epochs=1"))
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    line = refused.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: --model_dir holds a run with other flags: ")
+    assert "--epochs=1 (the run in progress has 3)" in line
+    assert "--units=16 (the run in progress has 32)" in line and "--overwrite" in line
+
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("metrics.json", "model.keras"):
+        (copy / name).write_bytes((uninterrupted / name).read_bytes())
+    (copy / "backup").mkdir()
+    (copy / "backup" / "state.json").write_bytes(
+        (uninterrupted / "backup" / "state.json").read_bytes())
+    fresh = run(train_command(copy, tfds_dir, "--units=16", "--epochs=1", "--overwrite"))
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    metrics = training.load_metrics(copy)
+    assert metrics["flags"]["units"] == 16 and metrics["steps"] == 40
+    assert metrics["resumed_from_step"] == 0
+
+
+def test_backups_follow_evaluations_and_epoch_ends(tmp_path, tfds_dir):
+    config = tiny_config(tmp_path, tfds_dir, epochs=2, max_steps=70, eval_every_steps=25,
+                         export=False)
+    saved = []
+    original = backup.Backup.save
+    backup.Backup.save = lambda self, state: (saved.append(state["step"]), original(self, state))
+    try:
+        training.train_and_evaluate(config, out=io.StringIO())
+    finally:
+        backup.Backup.save = original
+    assert saved == [25, 40, 50, 70]  # Evaluations at 25 and 50, epoch ends at 40 and 70.
+    state = backup.load_state(os.path.join(config.model_dir, "backup"))
+    assert state["finished"] and state["step"] == 70
+    assert not [n for n in os.listdir(os.path.join(config.model_dir, "backup"))
+                if n.endswith(".h5")]  # The final weights live in model.keras.
+
+
+def test_nan_loss_stops_at_once_and_keeps_the_last_good_backup(tmp_path, tfds_dir):
+    config = tiny_config(tmp_path, tfds_dir, learning_rate=1e38, backup_every_steps=1)
+    with pytest.raises(errors.NumericalError) as err:
+        training.train_and_evaluate(config, out=io.StringIO())
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("the training loss is nan at step 2: training stopped")
+    assert "the last good backup (step 1) is kept" in message and "--learning_rate" in message
+    assert sorted(os.listdir(config.model_dir)) == ["backup"]  # No model was written.
+    state = backup.load_state(os.path.join(config.model_dir, "backup"))
+    assert state["step"] == 1 and os.path.exists(
+        os.path.join(config.model_dir, "backup", state["weights"]))
+
+
+def test_weights_that_are_not_finite_are_never_backed_up(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    model.layers[0].kernel.assign(np.full((3, 2), np.nan, np.float32))
+    saver = backup.Backup(str(tmp_path), 1, None)
+    saver.set_model(model)
+    with pytest.raises(errors.NumericalError, match="no longer finite at step 7"):
+        saver.save({"step": 7})
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_a_failed_save_is_one_error_and_keeps_the_previous_files(tmp_path, tfds_dir,
+                                                                 monkeypatch, code):
+    config = tiny_config(tmp_path, tfds_dir, max_steps=5)
+    training.train_and_evaluate(config, out=io.StringIO())
+    model_file = pathlib.Path(config.model_dir) / "model.keras"
+    before = model_file.read_bytes()
+
+    def failing_save(self, path, *args, **kwargs):
+        pathlib.Path(path).write_bytes(b"half a model")
+        raise OSError(code, os.strerror(code), str(path))
+
+    monkeypatch.setattr(keras.Model, "save", failing_save)
+    with pytest.raises(errors.OutputError) as err:
+        training.train_and_evaluate(
+            tiny_config(tmp_path, tfds_dir, max_steps=6, overwrite=True), out=io.StringIO())
+    assert os.strerror(code) in str(err.value) and "previous files are kept" in str(err.value)
+    assert model_file.read_bytes() == before
+    assert not [n for n in os.listdir(config.model_dir) if ".tmp-" in n]
+
+
+KILL_DURING_SAVE = """
+import os, sys, time, keras
+from mnist_rnn import files, model
+m = model.build_model("dynamic", 8, 28, 28, seed=0)
+files.save_model(m, sys.argv[1])
+def slow_save(path, *args, **kwargs):
+    with open(path, "wb") as f:
+        f.write(b"PK half a zip")
+        f.flush()
+    print("writing", flush=True)
+    time.sleep(600)
+m.save = slow_save
+files.save_model(m, sys.argv[1])
+"""
+
+
+def test_sigkill_during_a_save_leaves_the_previous_model_loadable(tmp_path):
+    target = tmp_path / "model.keras"
+    process = subprocess.Popen([sys.executable, "-c", KILL_DURING_SAVE, str(target)],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert process.stdout.readline().strip() == "writing"
+    process.kill()
+    process.wait(timeout=60)
+    leftovers = [n for n in os.listdir(tmp_path) if ".tmp-" in n]
+    assert len(leftovers) == 1  # The killed write's temporary...
+    assert keras.models.load_model(target).count_params() > 0  # ...beside the intact model.
+    files.remove_stale_tmp(tmp_path)  # What the next run does first.
+    assert os.listdir(tmp_path) == ["model.keras"]
+
+
+def test_unreadable_backup_state_is_one_line(tmp_path, tfds_dir):
+    config = tiny_config(tmp_path, tfds_dir)
+    os.makedirs(os.path.join(config.model_dir, "backup"))
+    with open(os.path.join(config.model_dir, "backup", "state.json"), "w") as f:
+        f.write('{"step": 1')  # Truncated.
+    with pytest.raises(errors.UserError, match="unreadable backup state .* --overwrite"):
+        training.train_and_evaluate(config, out=io.StringIO())
+
+
+def test_corrupt_model_shows_a_traceback_only_when_asked(tmp_path):
+    bad = tmp_path / "model.keras"
+    bad.write_bytes(b"garbage")
+    image = tmp_path / "digit.npy"
+    np.save(image, np.zeros((28, 28), np.uint8))
+    quiet = run([sys.executable, "-m", "mnist_rnn.predict", f"--model={bad}", str(image)])
+    loud = run([sys.executable, "-m", "mnist_rnn.predict", f"--model={bad}", str(image),
+                "--verbosity=1"])
+    assert quiet.returncode == 1 and "Traceback" not in quiet.stderr
+    assert quiet.stderr.strip().splitlines()[-1].startswith(f"error: cannot load model {bad}")
+    assert loud.returncode != 0 and "Traceback" in loud.stderr
