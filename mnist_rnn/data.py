@@ -10,6 +10,7 @@ import threading
 import urllib.error
 import urllib.request
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
@@ -18,6 +19,7 @@ from mnist_rnn import sample  # Registers the `mnist_sample` TFDS builder.
 from mnist_rnn.errors import DatasetUnavailableError
 
 PIXELS = 28 * 28
+PAD = -1.0  # Pads stripped sequences; pixels lie in [0, 1], so it is never data.
 NUM_CLASSES = 10
 DATASETS = ("auto", "mnist", "mnist_sample")
 # Where TFDS downloads MNIST from; probed before any download so that an offline machine
@@ -39,9 +41,14 @@ class Datasets:
     features: int
     batch_size: int
     seed: int
+    variable_length: bool = False
+    bucket_boundaries: tuple = ()  # Length buckets when variable_length.
+    bucket_sizes: tuple = ()  # Training examples per bucket.
 
     @property
     def steps_per_epoch(self):
+        if self.variable_length:  # Each bucket ends its epoch with its own partial batch.
+            return sum(-(-n // self.batch_size) for n in self.bucket_sizes)
         return -(-self.train_size // self.batch_size)
 
     def train_epochs(self, first_epoch, last_epoch, skip_batches=0):
@@ -52,10 +59,10 @@ class Datasets:
         """
 
         batches = [
-            self.examples.shuffle(
+            self._batch(self.examples.shuffle(
                 self.train_size, seed=self.seed * 1_000_003 + index,
                 reshuffle_each_iteration=False,
-            ).batch(self.batch_size)
+            ))
             for index in range(first_epoch, last_epoch)
         ]
         return (functools.reduce(tf.data.Dataset.concatenate, batches)
@@ -65,6 +72,17 @@ class Datasets:
     def train(self):
         """The first epoch's batches."""
         return self.train_epochs(0, 1)
+
+    def _batch(self, examples):
+        if not self.variable_length:
+            return examples.batch(self.batch_size)
+        # Like lengths together, so that each batch's longest sequence is short.
+        return examples.bucket_by_sequence_length(
+            lambda x, y: sequence_length(x),
+            list(self.bucket_boundaries),
+            [self.batch_size] * (len(self.bucket_boundaries) + 1),
+            no_padding=True,  # Full-length sequences; the model strips and pads per batch.
+        )
 
 
 def valid_timesteps():
@@ -132,8 +150,47 @@ def to_sequence(image, timesteps):
     return to_sequences(image, timesteps)[0]
 
 
-def load_datasets(name, timesteps=28, batch_size=100, seed=0, data_dir=None):
-    """Train and test pipelines of (sequences, labels) batches for TFDS dataset `name`."""
+def sequence_length(sequence):
+    """Steps from the first to the last step with ink, of one [timesteps, features] sequence
+    (at least 1): its length without blank leading and trailing steps."""
+    ink = tf.reduce_any(sequence > 0, axis=-1)
+    steps = tf.cast(tf.size(ink), tf.int32)
+    first = tf.argmax(tf.cast(ink, tf.int32), output_type=tf.int32)
+    last = steps - 1 - tf.argmax(tf.cast(ink[::-1], tf.int32), output_type=tf.int32)
+    return tf.where(tf.reduce_any(ink), last - first + 1, 1)
+
+
+def strip_blank_steps(sequences):
+    """[batch, T, F] -> [batch, L, F]: each sequence without its blank leading and trailing
+    steps, left-aligned and padded with PAD up to the longest of the batch (L).
+
+    Like `sequence_length` in tf.nn.dynamic_rnn, each sequence keeps its own length; the
+    model masks the PAD steps, so padding does not change its result."""
+    ink = tf.reduce_any(sequences > 0, axis=-1)  # [batch, T]
+    steps = tf.shape(sequences)[1]
+    has_ink = tf.reduce_any(ink, axis=1)
+    as_int = tf.cast(ink, tf.int32)
+    first = tf.where(has_ink, tf.argmax(as_int, axis=1, output_type=tf.int32), 0)
+    last = tf.where(
+        has_ink, steps - 1 - tf.argmax(as_int[:, ::-1], axis=1, output_type=tf.int32), 0)
+    lengths = last - first + 1
+    offsets = tf.range(tf.reduce_max(lengths))[None, :]
+    rows = tf.gather(sequences, tf.minimum(first[:, None] + offsets, steps - 1), batch_dims=1)
+    return tf.where((offsets < lengths[:, None])[..., None], rows, PAD)
+
+
+def length_buckets(timesteps, count=7):
+    """Bucket boundaries for `timesteps`-step sequences: `count` buckets of equal width."""
+    width = max(1, timesteps // count)
+    return tuple(range(width + 1, timesteps + 1, width))
+
+
+def load_datasets(name, timesteps=28, batch_size=100, seed=0, data_dir=None,
+                  variable_length=False):
+    """Train and test pipelines of (sequences, labels) batches for TFDS dataset `name`.
+
+    variable_length: batches of training sequences of similar length (without blank leading
+    and trailing steps), for a model that strips and masks them (model.build_model)."""
     if timesteps not in valid_timesteps():
         raise ValueError(f"timesteps={timesteps} does not divide 784: use one of {valid_timesteps()}")
     if name == "mnist_sample":
@@ -161,5 +218,15 @@ def load_datasets(name, timesteps=28, batch_size=100, seed=0, data_dir=None):
         .cache()
         .prefetch(autotune)
     )
-    return Datasets(examples, test, name, train_size, test_size, timesteps,
-                    PIXELS // timesteps, batch_size, seed)
+    datasets = Datasets(examples, test, name, train_size, test_size, timesteps,
+                        PIXELS // timesteps, batch_size, seed, variable_length)
+    if variable_length:
+        boundaries = length_buckets(timesteps)
+        lengths = np.fromiter(
+            examples.map(lambda x, y: sequence_length(x)).as_numpy_iterator(), np.int32)
+        datasets.bucket_boundaries = boundaries
+        # bucket_by_sequence_length: bucket i holds lengths in [b[i-1], b[i]).
+        datasets.bucket_sizes = tuple(
+            np.bincount(np.searchsorted(boundaries, lengths, side="right"),
+                        minlength=len(boundaries) + 1).tolist())
+    return datasets

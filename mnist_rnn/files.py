@@ -38,6 +38,14 @@ def write_json(path, obj):
     write_via_tmp(path, write)
 
 
+def write_text(path, text):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    write_via_tmp(path, write)
+
+
 def save_model(model, path):
     """model.save to `path` (a .keras file), crash-safe."""
     write_via_tmp(path, model.save, suffix=".keras")  # Keras insists on the extension.

@@ -3,20 +3,46 @@ like tf.nn.dynamic_rnn). Both feed the final hidden state h to a Dense(10) of lo
 
 import keras
 
+from mnist_rnn import data
+
 RNNS = ("static", "dynamic")
 NUM_CLASSES = 10
+VARIABLE_LENGTH_NEEDS_DYNAMIC = (
+    "--variable_length needs --rnn=dynamic: the static model is unrolled into one fixed "
+    "sequence length, so it cannot run sequences of their own lengths"
+)
 
 
-def build_model(rnn, units, timesteps, features, seed=None):
+@keras.saving.register_keras_serializable(package="mnist_rnn")
+class StripBlankSteps(keras.layers.Layer):
+    """Drops each sequence's blank leading and trailing steps and pads the batch with
+    data.PAD, which the Masking layer after it hides from the LSTM."""
+
+    def call(self, sequences):
+        return data.strip_blank_steps(sequences)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], None, input_shape[2])
+
+
+def build_model(rnn, units, timesteps, features, seed=None, variable_length=False):
     """An uncompiled LSTM classifier of [batch, time, features] sequences -> [batch, 10] logits.
 
     static: the graph holds one cell per step, so the input length is fixed to `timesteps`.
     dynamic: one cell inside a symbolic loop, so any length is accepted (`timesteps` unused).
+    variable_length (dynamic only): each sequence runs for its own length, without its blank
+    leading and trailing steps, like `sequence_length` in tf.nn.dynamic_rnn.
     """
     if rnn not in RNNS:
         raise ValueError(f"unknown rnn {rnn!r}: use one of {', '.join(RNNS)}")
     static = rnn == "static"
+    if variable_length and static:
+        raise ValueError(VARIABLE_LENGTH_NEEDS_DYNAMIC)
     inputs = keras.Input(shape=(timesteps if static else None, features), name="sequences")
+    x = inputs
+    if variable_length:
+        x = StripBlankSteps(name="strip_blank_steps")(x)
+        x = keras.layers.Masking(mask_value=data.PAD, name="mask_padding")(x)
     # LSTM(return_sequences=False) returns the final h, the original's `final_state.h`.
     hidden = keras.layers.LSTM(
         units,
@@ -24,7 +50,7 @@ def build_model(rnn, units, timesteps, features, seed=None):
         kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
         recurrent_initializer=keras.initializers.Orthogonal(seed=seed),
         name="lstm",
-    )(inputs)
+    )(x)
     logits = keras.layers.Dense(
         NUM_CLASSES, kernel_initializer=keras.initializers.GlorotUniform(seed=seed), name="logits"
     )(hidden)

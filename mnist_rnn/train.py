@@ -35,6 +35,10 @@ flags.DEFINE_string("model_dir", None,
 flags.DEFINE_integer("seed", DEFAULTS.seed, "Seed for weights and data order.")
 flags.DEFINE_bool("export", DEFAULTS.export, "Also export a TF SavedModel for serving.")
 flags.DEFINE_bool("jit_compile", DEFAULTS.jit_compile, "Compile the training step with XLA.")
+flags.DEFINE_bool("variable_length", DEFAULTS.variable_length,
+                  "Dynamic only: each image is a sequence without its blank leading and "
+                  "trailing steps (its own length, like dynamic_rnn's sequence_length); "
+                  "batches are bucketed by length, padded per batch and masked.")
 flags.DEFINE_integer("backup_every_steps", DEFAULTS.backup_every_steps,
                      "Back up for resumption every N steps (0: at each evaluation); always at "
                      "each epoch end.", lower_bound=0)
@@ -47,6 +51,9 @@ flags.register_validator(
     f"--timesteps must divide 784: one of {data.valid_timesteps()}")
 flags.register_validator(
     "learning_rate", lambda lr: lr > 0, "--learning_rate must be > 0")
+flags.register_multi_flags_validator(
+    ["rnn", "variable_length"], lambda f: not (f["variable_length"] and f["rnn"] == "static"),
+    model.VARIABLE_LENGTH_NEEDS_DYNAMIC)
 
 FLAGS = flags.FLAGS
 

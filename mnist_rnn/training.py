@@ -38,6 +38,7 @@ class TrainConfig:
     seed: int = 0
     export: bool = True
     jit_compile: bool = False
+    variable_length: bool = False  # Dynamic only: each image's own length, bucketed batches.
     backup_every_steps: int = 0  # 0: at each evaluation; always at each epoch end.
     overwrite: bool = False  # Start over instead of resuming.
     verbose: int = 1  # Keras fit verbosity: 1 progress bar, 2 a line per epoch, 0 silent.
@@ -153,9 +154,10 @@ class Evaluator(keras.callbacks.Callback):
         )
 
 
-def samples_seen(steps, batch_size, train_size):
-    """Training samples in `steps` batches, counting each epoch's smaller last batch."""
-    steps_per_epoch = -(-train_size // batch_size)
+def samples_seen(steps, batch_size, train_size, steps_per_epoch=None):
+    """Training samples in `steps` batches, counting each epoch's smaller last batch(es).
+    Exact for whole epochs; a part-done epoch counts full batches."""
+    steps_per_epoch = steps_per_epoch or -(-train_size // batch_size)
     full_epochs, rest = divmod(steps, steps_per_epoch)
     return full_epochs * train_size + min(rest * batch_size, train_size)
 
@@ -204,12 +206,14 @@ def train_and_evaluate(config, datasets=None, out=sys.stdout):
     if datasets is None:
         name = data.resolve_dataset(config.dataset, config.data_dir)
         datasets = data.load_datasets(
-            name, config.timesteps, config.batch_size, config.seed, config.data_dir
+            name, config.timesteps, config.batch_size, config.seed, config.data_dir,
+            config.variable_length,
         )
     if state:
         backup.check_compatible(state, flags, datasets.name)
     model = model_lib.build_model(
-        config.rnn, config.units, datasets.timesteps, datasets.features, seed=config.seed
+        config.rnn, config.units, datasets.timesteps, datasets.features, seed=config.seed,
+        variable_length=config.variable_length,
     )
     model_lib.compile_model(model, config.learning_rate, config.jit_compile)
     print(
@@ -243,7 +247,8 @@ def train_and_evaluate(config, datasets=None, out=sys.stdout):
     final = evaluator.evaluate()  # No-op when the last step was just evaluated.
     wall_time_s = evaluator.elapsed()
     train_time_s = wall_time_s - evaluator.eval_time_s
-    samples = samples_seen(evaluator.step, config.batch_size, datasets.train_size)
+    samples = samples_seen(evaluator.step, config.batch_size, datasets.train_size,
+                           datasets.steps_per_epoch)
 
     metrics = {
         "flags": dataclasses.asdict(config),

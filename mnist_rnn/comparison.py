@@ -1,0 +1,200 @@
+"""Static vs dynamic, measured: runs each configuration in its own process (measure.py),
+gives up on one that has not finished its first step within the compile timeout, and writes
+compare.json, compare.md, compare.png and TensorBoard graphs."""
+
+import json
+import os
+import platform
+import select
+import subprocess
+import sys
+import time
+
+from mnist_rnn import files
+
+RNNS = ("static", "dynamic")
+TENSORBOARD_DIR = "tensorboard"
+ROW_FIELDS = ("rnn", "timesteps", "features", "variable_length", "status",
+              "time_to_first_step_s", "ms_per_step", "samples_per_s", "peak_rss_mb",
+              "train_step_ops", "cell_copies", "while_ops", "saved_model_mb",
+              "accepts_other_length", "mean_timesteps_per_batch", "test_accuracy")
+
+
+def run_measurement(params, compile_timeout, timeout=900):
+    """Runs measure.py on `params` in a subprocess. Returns its result row; when the first
+    step is not done `compile_timeout` seconds after the model is ready, the row says so."""
+    command = [sys.executable, "-m", "mnist_rnn.measure", json.dumps(params)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, bufsize=1)
+    row = {**params, "status": "error"}
+    started = time.monotonic()
+    deadline, phase = started + timeout, "start"
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                row["status"] = "compile_timeout" if phase == "ready" else "timeout"
+                row["timed_out_after_s"] = round(time.monotonic() - ready_at, 1) if (
+                    phase == "ready") else round(time.monotonic() - started, 1)
+                break
+            readable, _, _ = select.select([process.stdout], [], [], remaining)
+            if not readable:
+                continue
+            line = process.stdout.readline()
+            if not line:  # The process ended.
+                process.wait()
+                if row["status"] == "error":
+                    row["error"] = process.stderr.read().strip().splitlines()[-1:]
+                break
+            if not line.startswith("{"):
+                continue
+            event = json.loads(line)
+            if event["event"] == "ready":
+                phase, ready_at = "ready", time.monotonic()
+                deadline = min(deadline, ready_at + compile_timeout)
+            elif event["event"] == "first_step":
+                phase, deadline = "training", started + timeout
+                row["time_to_first_step_s"] = event["time_to_first_step_s"]
+            elif event["event"] == "result":
+                row.update(event, status="ok")
+                row.pop("event")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+        process.stderr.close()
+    return row
+
+
+def compare(timesteps_list, output_dir, units=128, batch_size=100, steps=50,
+            compile_timeout=120, dataset="mnist_sample", data_dir=None, variable_length=True,
+            log=print):
+    """Measures static and dynamic at each timesteps value (and dynamic with variable-length
+    batches when `variable_length`); writes the report files; returns the report dict."""
+    files.ensure_writable_dir(output_dir, flag="--output_dir")
+    graph_timesteps = 28 if 28 in timesteps_list else min(timesteps_list)
+    rows = []
+    for timesteps in timesteps_list:
+        runs = [(rnn, False) for rnn in RNNS] + ([("dynamic", True)] if variable_length else [])
+        for rnn, variable in runs:
+            tensorboard = (os.path.join(output_dir, TENSORBOARD_DIR, rnn)
+                           if timesteps == graph_timesteps and not variable else None)
+            params = dict(rnn=rnn, timesteps=timesteps, units=units, batch_size=batch_size,
+                          steps=steps, dataset=dataset, data_dir=data_dir,
+                          variable_length=variable, tensorboard_dir=tensorboard)
+            log(f"measuring {rnn}{' variable-length' if variable else ''}, "
+                f"{timesteps} timesteps ...")
+            row = run_measurement(params, compile_timeout)
+            row.pop("tensorboard_dir", None)
+            rows.append(row)
+            log("  " + format_row(row))
+    report = {
+        "config": dict(units=units, batch_size=batch_size, steps=steps,
+                       compile_timeout_s=compile_timeout, dataset=dataset,
+                       timesteps=list(timesteps_list), tensorboard_timesteps=graph_timesteps),
+        "machine": machine(),
+        "rows": rows,
+    }
+    files.write_json(os.path.join(output_dir, "compare.json"), report)
+    files.write_text(os.path.join(output_dir, "compare.md"), markdown(report))
+    chart(report, os.path.join(output_dir, "compare.png"))
+    return report
+
+
+def machine():
+    import tensorflow as tf
+
+    return {"platform": platform.platform(), "processor": platform.processor(),
+            "cpus": os.cpu_count(), "tensorflow": tf.__version__,
+            "gpus": [d.name for d in tf.config.list_physical_devices("GPU")]}
+
+
+def _value(row, field, digits=1):
+    value = row.get(field)
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def format_row(row):
+    if row["status"] != "ok":
+        after = row.get("timed_out_after_s")
+        return f"{row['status']}" + (f" after {after} s" if after is not None else "") + (
+            f": {row['error']}" if row.get("error") else "")
+    return (f"first step {row['time_to_first_step_s']:.1f} s, {row['ms_per_step']:.1f} ms/step, "
+            f"{row['samples_per_s']:,.0f} samples/s, {row['peak_rss_mb']:,.0f} MB, "
+            f"{row['train_step_ops']:,} ops, {row['cell_copies']} cell copies, "
+            f"{row['while_ops']} While, accuracy {row['test_accuracy']:.3f}")
+
+
+COLUMNS = [
+    ("variant", None), ("timesteps", "timesteps"), ("first step (s)", "time_to_first_step_s"),
+    ("ms/step", "ms_per_step"), ("samples/s", "samples_per_s"), ("peak RSS (MB)", "peak_rss_mb"),
+    ("train-step ops", "train_step_ops"), ("cell copies", "cell_copies"),
+    ("While ops", "while_ops"), ("SavedModel (MB)", "saved_model_mb"),
+    ("other length", "accepts_other_length"), ("mean steps/batch", "mean_timesteps_per_batch"),
+    ("test accuracy", "test_accuracy"), ("status", "status"),
+]
+
+
+def variant(row):
+    return row["rnn"] + (" variable-length" if row.get("variable_length") else "")
+
+
+def markdown(report):
+    config = report["config"]
+    lines = [
+        f"Units {config['units']}, batch {config['batch_size']}, {config['steps']} timed steps "
+        f"after a first step and 3 warm-up steps, dataset {config['dataset']}; "
+        f"{report['machine']['cpus']} CPUs, TensorFlow {report['machine']['tensorflow']}.",
+        "",
+        "| " + " | ".join(name for name, _ in COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    for row in report["rows"]:
+        cells = [variant(row)] + [
+            _value(row, field, 3 if field == "test_accuracy" else 1) for _, field in COLUMNS[1:]]
+        if row["status"] == "compile_timeout":
+            cells[2] = f"> {config['compile_timeout_s']}"
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(report, path):
+    """Time to first step, step time, memory and graph size against timesteps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    panels = [("time_to_first_step_s", "time to first step (s)"),
+              ("ms_per_step", "ms per training step"),
+              ("peak_rss_mb", "peak resident memory (MB)"),
+              ("train_step_ops", "ops in the training step")]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
+    timeout = report["config"]["compile_timeout_s"]
+    for ax, (field, title) in zip(axes.flat, panels):
+        for name, style in (("static", "o-"), ("dynamic", "s-"), ("dynamic variable-length", "^--")):
+            rows = [r for r in report["rows"] if variant(r) == name]
+            done = [r for r in rows if r.get(field) is not None]
+            if done:
+                ax.plot([r["timesteps"] for r in done], [r[field] for r in done], style,
+                        label=name)
+            late = [r for r in rows if r["status"] == "compile_timeout"]
+            if late and field == "time_to_first_step_s":
+                ax.plot([r["timesteps"] for r in late], [timeout] * len(late), "rx",
+                        markersize=10, label=f"{name}: over {timeout} s")
+        ax.set(title=title, xlabel="timesteps", xscale="log")
+        ax.set_xticks(report["config"]["timesteps"], [str(t) for t in report["config"]["timesteps"]])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Static (unrolled) vs dynamic (while loop) LSTM, "
+                 f"{report['config']['units']} units, batch {report['config']['batch_size']}")
+    fig.tight_layout()
+    files.write_via_tmp(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), suffix=".png")
+    plt.close(fig)
