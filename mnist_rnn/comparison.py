@@ -172,16 +172,18 @@ def chart(report, path):
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    panels = [("time_to_first_step_s", "time to first step (s)"),
-              ("ms_per_step", "ms per training step"),
-              ("peak_rss_mb", "peak resident memory (MB)"),
-              ("train_step_ops", "ops in the training step")]
+    panels = [("time_to_first_step_s", "time to first step (s)", "log"),
+              ("ms_per_step", "ms per training step", "linear"),
+              ("peak_rss_mb", "peak resident memory (MB)", "linear"),
+              ("train_step_ops", "ops in the training step", "log")]
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
     timeout = report["config"]["compile_timeout_s"]
-    for ax, (field, title) in zip(axes.flat, panels):
+    for ax, (field, title, yscale) in zip(axes.flat, panels):
+        values = []
         for name, style in (("static", "o-"), ("dynamic", "s-"), ("dynamic variable-length", "^--")):
             rows = [r for r in report["rows"] if variant(r) == name]
             done = [r for r in rows if r.get(field) is not None]
+            values += [r[field] for r in done]
             if done:
                 ax.plot([r["timesteps"] for r in done], [r[field] for r in done], style,
                         label=name)
@@ -189,10 +191,16 @@ def chart(report, path):
             if late and field == "time_to_first_step_s":
                 ax.plot([r["timesteps"] for r in late], [timeout] * len(late), "rx",
                         markersize=10, label=f"{name}: over {timeout} s")
-        ax.set(title=title, xlabel="timesteps", xscale="log")
-        ax.set_xticks(report["config"]["timesteps"], [str(t) for t in report["config"]["timesteps"]])
+                values.append(timeout)
+        if not any(v > 0 for v in values):
+            yscale = "linear"  # Nothing measured: log of nothing is undefined.
+        ax.set(title=title, xlabel="timesteps", xscale="log", yscale=yscale)
+        ax.set_xticks(report["config"]["timesteps"],
+                      [str(t) for t in report["config"]["timesteps"]])
+        ax.minorticks_off()
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.suptitle("Static (unrolled) vs dynamic (while loop) LSTM, "
                  f"{report['config']['units']} units, batch {report['config']['batch_size']}")
     fig.tight_layout()
