@@ -9,7 +9,7 @@ weights are deleted: a kill at any moment leaves a consistent pair.
 import json
 import os
 
-import keras
+from mnist_rnn.compat import keras
 import numpy as np
 
 from mnist_rnn import files
@@ -72,7 +72,7 @@ def restore(model, directory, state):
 
 
 def all_finite(model):
-    return all(np.isfinite(keras.ops.convert_to_numpy(v)).all() for v in model.variables)
+    return all(np.isfinite(v.numpy()).all() for v in model.variables)
 
 
 class Backup(keras.callbacks.Callback):

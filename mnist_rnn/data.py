@@ -65,8 +65,12 @@ class Datasets:
             ))
             for index in range(first_epoch, last_epoch)
         ]
+        options = tf.data.Options()
+        # Multi-worker runs split each global batch between workers, whatever the files.
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA)
         return (functools.reduce(tf.data.Dataset.concatenate, batches)
-                .skip(skip_batches).prefetch(tf.data.AUTOTUNE))
+                .skip(skip_batches).prefetch(tf.data.AUTOTUNE).with_options(options))
 
     @property
     def train(self):

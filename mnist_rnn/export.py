@@ -8,10 +8,10 @@ Signatures:
   preprocessed as in training -> the same two outputs.
 """
 
-import keras
 import tensorflow as tf
 
-from mnist_rnn import data
+from mnist_rnn import compat, data
+from mnist_rnn.compat import keras
 
 IMAGE_SIGNATURE = "serving_default"
 SEQUENCE_SIGNATURE = "serve_sequences"
@@ -52,4 +52,4 @@ def export_saved_model(model, path):
             tf.TensorSpec([None, model.input_shape[1], features], tf.float32, name="sequences")
         ],
     )
-    archive.write_out(path, verbose=False)
+    compat.write_out(archive, path)

@@ -17,7 +17,7 @@ def train_step(model):
         with tf.GradientTape() as tape:
             loss = model.loss(y, model(x, training=True))
         gradients = tape.gradient(loss, model.trainable_variables)
-        model.optimizer.apply(gradients, model.trainable_variables)
+        model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss
 
     return step

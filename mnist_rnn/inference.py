@@ -2,7 +2,7 @@
 
 import os
 
-import keras
+from mnist_rnn.compat import keras
 import numpy as np
 import tensorflow as tf
 

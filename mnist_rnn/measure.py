@@ -28,7 +28,7 @@ def measure(rnn, timesteps, units=128, batch_size=100, steps=50, warmup=3, seed=
             learning_rate=0.003):
     """Trains `warmup + steps` steps after a first one, exactly as mnist_rnn.train does, and
     reports the timings, the graph facts, memory and the exported SavedModel's size."""
-    import keras
+    from mnist_rnn.compat import keras
     import numpy as np
 
     from mnist_rnn import data, export, graphs, model as model_lib

@@ -1,7 +1,7 @@
 """The two LSTM classifiers: static (unrolled, like tf.nn.static_rnn) and dynamic (looped,
 like tf.nn.dynamic_rnn). Both feed the final hidden state h to a Dense(10) of logits."""
 
-import keras
+from mnist_rnn.compat import keras
 
 from mnist_rnn import data
 

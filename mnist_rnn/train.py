@@ -7,7 +7,7 @@ import dataclasses
 
 from absl import flags
 
-from mnist_rnn import cli, data, model, training
+from mnist_rnn import cli, data, distribute, model, training
 
 DEFAULTS = training.TrainConfig()
 
@@ -35,6 +35,11 @@ flags.DEFINE_string("model_dir", None,
 flags.DEFINE_integer("seed", DEFAULTS.seed, "Seed for weights and data order.")
 flags.DEFINE_bool("export", DEFAULTS.export, "Also export a TF SavedModel for serving.")
 flags.DEFINE_bool("jit_compile", DEFAULTS.jit_compile, "Compile the training step with XLA.")
+flags.DEFINE_enum("distribution_strategy", DEFAULTS.distribution_strategy, distribute.STRATEGIES,
+                  "auto: MirroredStrategy over all GPUs when there are two or more, else the "
+                  "default strategy. one_device: the first GPU, else the CPU. mirrored: "
+                  "MirroredStrategy over all GPUs (or all CPUs). multi_worker: "
+                  "MultiWorkerMirroredStrategy from TF_CONFIG. --batch_size is the global batch.")
 flags.DEFINE_bool("variable_length", DEFAULTS.variable_length,
                   "Dynamic only: each image is a sequence without its blank leading and "
                   "trailing steps (its own length, like dynamic_rnn's sequence_length); "

@@ -9,11 +9,12 @@ import shutil
 import sys
 import time
 
-import keras
+from mnist_rnn.compat import keras
 import numpy as np
 import tensorflow as tf
 
-from mnist_rnn import backup, data, evaluation, export, files, inference, model as model_lib
+from mnist_rnn import (backup, data, distribute, evaluation, export, files, inference,
+                       model as model_lib)
 from mnist_rnn.errors import NumericalError, OutputError, UserError
 
 MODEL_FILE = "model.keras"
@@ -38,6 +39,7 @@ class TrainConfig:
     seed: int = 0
     export: bool = True
     jit_compile: bool = False
+    distribution_strategy: str = "auto"  # See distribute.STRATEGIES.
     variable_length: bool = False  # Dynamic only: each image's own length, bucketed batches.
     backup_every_steps: int = 0  # 0: at each evaluation; always at each epoch end.
     overwrite: bool = False  # Start over instead of resuming.
@@ -188,11 +190,16 @@ def train_and_evaluate(config, datasets=None, out=sys.stdout):
     """Trains per `config`, resuming from the backup in `config.model_dir` if there is one;
     writes model.keras, saved_model/, metrics.json and the evaluation report there; returns
     (model, metrics dict). `datasets` overrides the data."""
+    # Multi-worker strategies must exist before any other TensorFlow work.
+    strategy = distribute.make_strategy(config.distribution_strategy)
+    chief = distribute.is_chief(strategy)
+    out_dir = distribute.write_dir(config.model_dir, strategy)  # model_dir for the chief.
     files.ensure_writable_dir(config.model_dir)
-    files.remove_stale_tmp(config.model_dir)
-    backup_dir = os.path.join(config.model_dir, backup.BACKUP_DIR)
+    files.ensure_writable_dir(out_dir)
+    files.remove_stale_tmp(out_dir)
+    backup_dir = os.path.join(config.model_dir, backup.BACKUP_DIR)  # The chief's: the run's.
     files.remove_stale_tmp(backup_dir)
-    if config.overwrite:
+    if config.overwrite and chief:
         shutil.rmtree(backup_dir, ignore_errors=True)
     state = backup.load_state(backup_dir)
     flags = backup.run_flags(dataclasses.asdict(config))
@@ -211,11 +218,13 @@ def train_and_evaluate(config, datasets=None, out=sys.stdout):
         )
     if state:
         backup.check_compatible(state, flags, datasets.name)
-    model = model_lib.build_model(
-        config.rnn, config.units, datasets.timesteps, datasets.features, seed=config.seed,
-        variable_length=config.variable_length,
-    )
-    model_lib.compile_model(model, config.learning_rate, config.jit_compile)
+    with strategy.scope():
+        model = model_lib.build_model(
+            config.rnn, config.units, datasets.timesteps, datasets.features, seed=config.seed,
+            variable_length=config.variable_length,
+        )
+        model_lib.compile_model(model, config.learning_rate, config.jit_compile)
+    print(distribute.describe(strategy, config.batch_size), file=out)
     print(
         f"Training the {config.rnn} LSTM ({config.units} units, {model.count_params():,} "
         f"parameters) on {datasets.name} ({datasets.train_size:,} train / "
@@ -225,15 +234,16 @@ def train_and_evaluate(config, datasets=None, out=sys.stdout):
         flush=True,
     )
     if state:
-        backup.restore(model, backup_dir, state)
+        with strategy.scope():
+            backup.restore(model, backup_dir, state)
         print(f"Resuming from the backup at step {state['step']} in {backup_dir}", file=out)
 
     evaluator = Evaluator(datasets.test, datasets.steps_per_epoch, config.eval_every_steps,
                           config.target_accuracy, config.max_steps, out, state)
     resumed_from = evaluator.step
     run_state = lambda: {**evaluator.state(), "flags": flags, "dataset": datasets.name}  # noqa: E731
-    saver = backup.Backup(backup_dir, config.backup_every_steps or config.eval_every_steps,
-                          run_state)
+    saver = backup.Backup(os.path.join(out_dir, backup.BACKUP_DIR),
+                          config.backup_every_steps or config.eval_every_steps, run_state)
     try:
         if not _finished(evaluator, config, datasets.steps_per_epoch):
             _fit(model, datasets, config, [evaluator, saver], evaluator)
@@ -274,14 +284,15 @@ def train_and_evaluate(config, datasets=None, out=sys.stdout):
         "train_samples_per_s": samples / train_time_s if train_time_s > 0 else None,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
-    save(model, config.model_dir, config.export)
-    _write(files.write_json, os.path.join(config.model_dir, METRICS_FILE), metrics)
+    save(model, out_dir, config.export)
+    _write(files.write_json, os.path.join(out_dir, METRICS_FILE), metrics)
     report, error_images = evaluation.evaluate(
-        inference.from_keras_model(model, os.path.join(config.model_dir, MODEL_FILE)),
-        datasets.test,
-    )
+        inference.from_keras_model(model, os.path.join(out_dir, MODEL_FILE)), datasets.test)
     report["dataset"] = datasets.name
-    _write(evaluation.write_report, report, error_images, config.model_dir)
+    _write(evaluation.write_report, report, error_images, out_dir)
+    if not chief:
+        shutil.rmtree(out_dir, ignore_errors=True)  # Only the chief's files are the run's.
+        return model, metrics
     # Only now is the run done: a kill before this line resumes and writes it all again.
     os.makedirs(backup_dir, exist_ok=True)
     _write(files.write_json, os.path.join(backup_dir, backup.STATE_FILE),
@@ -289,8 +300,8 @@ def train_and_evaluate(config, datasets=None, out=sys.stdout):
     for name in os.listdir(backup_dir):
         if name.endswith(".weights.h5"):
             os.remove(os.path.join(backup_dir, name))  # model.keras holds the final weights.
-    print(f"Saved to {config.model_dir}: {', '.join(sorted(os.listdir(config.model_dir)))}",
-          file=out)
+    written = sorted(n for n in os.listdir(out_dir) if not n.endswith("_temp"))  # Not workers'.
+    print(f"Saved to {out_dir}: {', '.join(written)}", file=out)
     return model, metrics
 
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-import keras
+from mnist_rnn.compat import keras
 import numpy as np
 import pytest
 

@@ -3,6 +3,8 @@ import pytest
 
 from mnist_rnn import model as model_lib
 
+pytestmark = pytest.mark.keras2  # Core tests: also run under Keras 2.
+
 
 def test_same_units_same_parameter_count():
     static = model_lib.build_model("static", 64, 28, 28)

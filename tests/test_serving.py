@@ -7,13 +7,15 @@ import pathlib
 import subprocess
 import sys
 
-import keras
+from mnist_rnn.compat import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
 from mnist_rnn import errors, evaluation, inference, sample
+
+pytestmark = pytest.mark.keras2  # Core tests: also run under Keras 2.
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -34,7 +36,7 @@ def test_digits():
 def keras_probabilities(model, images):
     sequences = images.reshape(len(images), -1).astype(np.float32) / 255.0
     sequences = sequences.reshape(len(images), -1, model.input_shape[-1])
-    return keras.ops.convert_to_numpy(keras.ops.softmax(model.predict(sequences, verbose=0)))
+    return tf.nn.softmax(model.predict(sequences, verbose=0)).numpy()
 
 
 def test_export_signatures_and_dtypes(trained):

@@ -4,12 +4,14 @@ import os
 import subprocess
 import sys
 
-import keras
+from mnist_rnn.compat import keras
 import numpy as np
 import pytest
 
 from conftest import tiny_config
 from mnist_rnn import errors, training
+
+pytestmark = pytest.mark.keras2  # Core tests: also run under Keras 2.
 
 
 def test_short_training_clearly_beats_chance(trained):

@@ -1,0 +1,27 @@
+"""Keras 3 (default) or Keras 2 (tf-keras, with TF_USE_LEGACY_KERAS=1): the one place that
+knows which. Every module imports `keras` from here."""
+
+import contextlib
+import io
+import os
+
+LEGACY = os.environ.get("TF_USE_LEGACY_KERAS", "").lower() in ("1", "true", "yes")
+
+if LEGACY:
+    import tf_keras as keras  # noqa: F401  Keras 2, as tf.keras gives it under this variable.
+else:
+    import keras  # noqa: F401
+
+KERAS_VERSION = keras.__version__
+# Keras 3's fit cannot consume MultiWorkerMirroredStrategy's per-replica batches
+# (keras-team/keras#20585, open since TF 2.16); Keras 2's can.
+MULTI_WORKER_FIT = LEGACY
+
+
+def write_out(archive, path):
+    """ExportArchive.write_out, quiet where Keras 3 would list every variable."""
+    if LEGACY:
+        with contextlib.redirect_stdout(io.StringIO()):  # tf-keras prints every endpoint.
+            archive.write_out(path)
+    else:
+        archive.write_out(path, verbose=False)

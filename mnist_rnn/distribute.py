@@ -1,0 +1,77 @@
+"""tf.distribute strategies: which one to use, and where each worker writes.
+
+In a multi-worker run every worker runs the same program and saves (saving may take part in
+collective ops), but only the chief writes to --model_dir; the others write to a directory of
+their own that is removed at the end, as TensorFlow's multi-worker guide prescribes.
+"""
+
+import json
+import os
+
+import tensorflow as tf
+
+from mnist_rnn import compat
+from mnist_rnn.errors import UserError
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+
+
+def make_strategy(name):
+    """A tf.distribute.Strategy for --distribution_strategy=`name`."""
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}: use one of {', '.join(STRATEGIES)}")
+    if name == "multi_worker":  # Before anything else touches the TensorFlow runtime.
+        if not compat.MULTI_WORKER_FIT:
+            raise UserError(
+                "--distribution_strategy=multi_worker needs Keras 2: Keras 3's fit does not "
+                "support MultiWorkerMirroredStrategy yet; pip install 'mnist_rnn[keras2]' and "
+                "set TF_USE_LEGACY_KERAS=1 (see the README, \"Several machines\")")
+        if not os.environ.get("TF_CONFIG"):
+            raise UserError("--distribution_strategy=multi_worker needs TF_CONFIG: see the "
+                            "README, \"Several machines\"")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        return tf.distribute.MirroredStrategy() if len(gpus) >= 2 else tf.distribute.get_strategy()
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    # mirrored: over all GPUs; without GPUs, over all (logical) CPUs.
+    devices = None if gpus else [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices)
+
+
+def task():
+    """(type, index) of this process in TF_CONFIG; ("chief", 0) without one."""
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task_info = config.get("task") or {}
+    return task_info.get("type", "chief"), int(task_info.get("index", 0))
+
+
+def is_chief(strategy):
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True
+    task_type, index = task()
+    cluster = json.loads(os.environ["TF_CONFIG"]).get("cluster", {})
+    # Without a "chief" entry, worker 0 is the chief.
+    return task_type == "chief" or (task_type == "worker" and index == 0
+                                    and "chief" not in cluster)
+
+
+def write_dir(model_dir, strategy):
+    """Where this worker writes: --model_dir for the chief, a private directory otherwise."""
+    if is_chief(strategy):
+        return model_dir
+    task_type, index = task()
+    return os.path.join(model_dir, f"{task_type}_{index}_temp")
+
+
+def describe(strategy, global_batch):
+    replicas = strategy.num_replicas_in_sync
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        name = "MultiWorkerMirroredStrategy"  # Its class is an alias with another name.
+    elif not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy():
+        name = "the default strategy"
+    else:
+        name = type(strategy).__name__
+    return (f"{name} with {replicas} replica(s): global batch {global_batch}, "
+            f"{global_batch // replicas} per replica")

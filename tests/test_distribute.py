@@ -1,0 +1,139 @@
+"""tf.distribute: MirroredStrategy over two logical CPUs, two workers on loopback, and the
+refusals that name what is missing."""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from mnist_rnn import compat, distribute, errors
+from mnist_rnn.compat import keras
+
+pytestmark = pytest.mark.keras2
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TESTS = pathlib.Path(__file__).resolve().parent
+
+MIRRORED = """
+import io, json, sys
+import tensorflow as tf
+# Two logical CPU devices must be set up before TensorFlow starts.
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, sys.argv[3])
+from conftest import tiny_config
+from mnist_rnn import training
+results = {}
+for strategy in ("mirrored", "one_device"):
+    out = io.StringIO()
+    config = tiny_config(sys.argv[1] + "/" + strategy, sys.argv[2], max_steps=20,
+                         eval_every_steps=10, export=False, distribution_strategy=strategy)
+    _, metrics = training.train_and_evaluate(config, out=out)
+    results[strategy] = {"accuracy": metrics["final_test_accuracy"], "steps": metrics["steps"],
+                         "log": out.getvalue()}
+print(json.dumps(results))
+"""
+
+
+def test_mirrored_over_two_cpus_matches_one_device(tmp_path, sample, tfds_dir):
+    result = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path), tfds_dir,
+                             str(TESTS)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = json.loads(result.stdout.strip().splitlines()[-1])
+    mirrored, single = runs["mirrored"], runs["one_device"]
+    assert "MirroredStrategy with 2 replica(s): global batch 100, 50 per replica" in mirrored["log"]
+    assert "OneDeviceStrategy with 1 replica(s)" in single["log"]
+    assert mirrored["steps"] == single["steps"] == 20
+    assert mirrored["accuracy"] == pytest.approx(single["accuracy"], abs=0.02)
+    assert mirrored["accuracy"] > 0.3
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_workers_on_loopback_train_and_only_the_chief_writes(tmp_path, sample, tfds_dir):
+    """MultiWorkerMirroredStrategy with two worker processes on 127.0.0.1, under Keras 2
+    (Keras 3's fit cannot run it yet)."""
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    model_dir = tmp_path / "run"
+    workers = []
+    for index in range(2):
+        env = {**os.environ, "TF_USE_LEGACY_KERAS": "1",
+               "TF_CONFIG": json.dumps({"cluster": cluster,
+                                        "task": {"type": "worker", "index": index}})}
+        workers.append(subprocess.Popen(
+            [sys.executable, "-m", "mnist_rnn.train", "--distribution_strategy=multi_worker",
+             "--dataset=mnist_sample", f"--data_dir={tfds_dir}", f"--model_dir={model_dir}",
+             "--units=8", "--max_steps=4", "--eval_every_steps=2", "--noexport"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT))
+    try:
+        outputs = [w.communicate(timeout=300)[0] for w in workers]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+    for index, worker in enumerate(workers):
+        assert worker.returncode == 0, f"worker {index}:\n{outputs[index][-3000:]}"
+        assert "MultiWorkerMirroredStrategy with 2 replica(s)" in outputs[index]
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 4
+    assert sorted(os.listdir(model_dir)) == [
+        "backup", "confident_errors.png", "confusion_matrix.png", "evaluation.json",
+        "metrics.json", "model.keras"]  # worker_1_temp is gone.
+    check = subprocess.run(
+        [sys.executable, "-c", "import sys; from mnist_rnn.compat import keras; "
+         "print(keras.models.load_model(sys.argv[1]).count_params())",
+         str(model_dir / "model.keras")],
+        capture_output=True, text=True, timeout=120, env={**os.environ,
+                                                         "TF_USE_LEGACY_KERAS": "1"})
+    assert check.returncode == 0 and int(check.stdout.strip().splitlines()[-1]) > 0
+
+
+def test_multi_worker_where_fit_cannot_run_it_says_what_to_do(monkeypatch):
+    assert compat.MULTI_WORKER_FIT == compat.LEGACY  # Keras 3's fit cannot, Keras 2's can.
+    monkeypatch.setattr(compat, "MULTI_WORKER_FIT", False)
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["127.0.0.1:1"]},
+                                                "task": {"type": "worker", "index": 0}}))
+    with pytest.raises(errors.UserError, match="needs Keras 2.*TF_USE_LEGACY_KERAS=1"):
+        distribute.make_strategy("multi_worker")
+
+
+def test_multi_worker_without_tf_config_is_refused(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setattr(compat, "MULTI_WORKER_FIT", True)
+    with pytest.raises(errors.UserError, match="needs TF_CONFIG"):
+        distribute.make_strategy("multi_worker")
+
+
+@pytest.mark.parametrize("tf_config, chief", [
+    (None, True),
+    ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}, True),
+    ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}, False),
+    ({"cluster": {"chief": ["a:1"], "worker": ["b:2"]}, "task": {"type": "worker",
+                                                                  "index": 0}}, False),
+])
+def test_only_the_chief_writes_to_model_dir(monkeypatch, tf_config, chief):
+    import tensorflow as tf
+
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+    # The chief decision only looks at the strategy's type and TF_CONFIG.
+    strategy = object.__new__(tf.distribute.MultiWorkerMirroredStrategy) if tf_config else (
+        tf.distribute.get_strategy())
+    assert distribute.is_chief(strategy) == chief
+    expected = "run" if chief else os.path.join("run", "worker_" + str(
+        tf_config["task"]["index"]) + "_temp")
+    assert distribute.write_dir("run", strategy) == expected
+
+
+def test_keras_is_the_one_the_environment_asks_for():
+    assert keras.__version__.startswith("2." if compat.LEGACY else "3.")
