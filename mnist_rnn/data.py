@@ -115,7 +115,13 @@ def network_reachable(url=MNIST_PROBE_URL, timeout=PROBE_TIMEOUT_S):
 
 
 def mnist_prepared(data_dir):
-    return tfds.builder("mnist", data_dir=data_dir).is_prepared()
+    # TFDS warns about the missing folder it is asked to look for: not news here.
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)
+    try:
+        return tfds.builder("mnist", data_dir=data_dir).is_prepared()
+    finally:
+        logging.set_verbosity(verbosity)
 
 
 def resolve_dataset(dataset, data_dir=None, probe=network_reachable):

@@ -17,6 +17,7 @@ from mnist_rnn import (backup, data, distribute, evaluation, export, files, infe
                        model as model_lib)
 from mnist_rnn.errors import NumericalError, OutputError, UserError
 
+WARMUP_STEPS = 5  # Steps left out of the steady-state speed: tracing, caches, allocation.
 MODEL_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
 METRICS_FILE = "metrics.json"
@@ -74,14 +75,23 @@ class Evaluator(keras.callbacks.Callback):
         self.step = state.get("step", 0)
         self.eval_time_s = state.get("eval_time_s", 0.0)
         self.first_step_s = state.get("time_to_first_step_s")
+        self._warm = None  # (step, time, eval time) after WARMUP_STEPS steps of this session.
         self.stopped = False
         self._elapsed_before = state.get("wall_time_s", 0.0)
+        self._session_start = self.step
         self._start = time.perf_counter()
         self._eval_step = None
 
     def elapsed(self):
         """Wall time of the run so far, over all its sessions."""
         return self._elapsed_before + time.perf_counter() - self._start
+
+    def steady_steps_per_s(self):
+        """Training steps per second after the warm-up steps (no tracing, no evaluation)."""
+        if self._warm is None or self._last[0] <= self._warm[0]:
+            return None
+        (first, began, eval_before), (last, ended, eval_after) = self._warm, self._last
+        return (last - first) / (ended - began - (eval_after - eval_before))
 
     def state(self):
         return {
@@ -99,6 +109,9 @@ class Evaluator(keras.callbacks.Callback):
             raise NumericalError(f"the training loss is {loss} at step {self.step}")
         if self.first_step_s is None:
             self.first_step_s = self.elapsed()
+        self._last = (self.step, time.perf_counter(), self.eval_time_s)
+        if self._warm is None and self.step >= self._session_start + WARMUP_STEPS:
+            self._warm = self._last
         if self.every_steps and self.step % self.every_steps == 0:
             self.evaluate()
         if self.max_steps and self.step >= self.max_steps:
@@ -254,6 +267,7 @@ def train_and_evaluate(config, datasets=None, out=sys.stdout):
         raise NumericalError(
             f"{e}: training stopped and nothing was saved; {kept}; lower --learning_rate"
         ) from None
+    steady = evaluator.steady_steps_per_s()
     final = evaluator.evaluate()  # No-op when the last step was just evaluated.
     wall_time_s = evaluator.elapsed()
     train_time_s = wall_time_s - evaluator.eval_time_s
@@ -282,6 +296,8 @@ def train_and_evaluate(config, datasets=None, out=sys.stdout):
         "time_to_first_step_s": evaluator.first_step_s,
         "train_samples": samples,
         "train_samples_per_s": samples / train_time_s if train_time_s > 0 else None,
+        # Full batches after the warm-up: the speed a long run settles at.
+        "steady_train_samples_per_s": steady * config.batch_size if steady else None,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
     save(model, out_dir, config.export)

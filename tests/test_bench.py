@@ -1,0 +1,33 @@
+"""The benchmark runs on a tiny configuration and writes every field (speed goals live in its
+output, never in tests)."""
+
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_quick_benchmark_writes_every_row_and_field(tmp_path, sample, tfds_dir):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--quick",
+         f"--json={tmp_path / 'bench.json'}", f"--data_dir={tfds_dir}"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((tmp_path / "bench.json").read_text())
+    have_torch = importlib.util.find_spec("torch") is not None
+    expected = {("static", "train"), ("dynamic", "train"), ("pipeline", "train"),
+                ("keras", "infer"), ("savedmodel", "infer")}
+    if have_torch:
+        expected |= {("pytorch", "train"), ("pytorch", "infer")}
+    else:
+        assert "torch is not installed" in result.stderr
+    assert {(r["contender"], r["task"]) for r in rows} == expected
+    for row in rows:
+        assert {"contender", "units", "timesteps", "features", "task", "samples_per_s"} <= set(
+            row)
+        assert (row["units"], row["timesteps"], row["features"]) == (32, 28, 28)
+        assert row["samples_per_s"] > 0
+    assert "| 32, 28x28 | train |" in result.stdout
