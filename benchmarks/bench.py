@@ -28,11 +28,15 @@ def keras_train(rnn, units, timesteps, steps, data_dir):
     """Steady-state training samples/s of `python -m mnist_rnn.train` with its defaults."""
     from mnist_rnn import training
 
+    defaults = training.TrainConfig()
+    group = defaults.steps_per_execution  # Stop on a group boundary, or the groups shrink.
+    warmup = group * -(-training.WARMUP_STEPS // group)  # The warm-up, in whole groups.
     with tempfile.TemporaryDirectory() as model_dir:
         config = training.TrainConfig(
             rnn=rnn, units=units, timesteps=timesteps, batch_size=BATCH,
-            max_steps=training.WARMUP_STEPS + steps, epochs=100, dataset="mnist_sample",
-            data_dir=data_dir, model_dir=model_dir, export=False, verbose=0)
+            max_steps=warmup + group * -(-steps // group), epochs=100,
+            dataset="mnist_sample", data_dir=data_dir, model_dir=model_dir, export=False,
+            verbose=0)
         _, metrics = training.train_and_evaluate(config, out=io.StringIO())
     return metrics["steady_train_samples_per_s"]
 
@@ -141,11 +145,16 @@ def main():
     parser.add_argument("--quick", action="store_true", help="one small configuration, 1 round")
     parser.add_argument("--json", help="write the rows to this JSON file")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=40, help="timed training steps")
+    parser.add_argument("--steps", type=int, default=40,
+                        help="timed training steps (rounded up to whole steps_per_execution)")
     parser.add_argument("--data_dir", default=None, help="TFDS data dir for mnist_sample")
+    parser.add_argument("--configs", default=None,
+                        help="only these UNITSxTIMESTEPS, comma-separated (e.g. 100x28)")
     args = parser.parse_args()
     configs, rounds, steps = (QUICK_CONFIGS, 1, 5) if args.quick else (
         CONFIGS, args.rounds, args.steps)
+    if args.configs:
+        configs = [tuple(int(n) for n in c.split("x")) for c in args.configs.split(",")]
 
     try:
         import torch

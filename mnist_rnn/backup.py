@@ -18,7 +18,8 @@ from mnist_rnn.errors import NumericalError, UserError
 BACKUP_DIR = "backup"
 STATE_FILE = "state.json"
 # Flags that may change between a run and its resumption: where files go and how much is shown.
-FREE_FLAGS = frozenset({"model_dir", "data_dir", "export", "verbose", "overwrite"})
+FREE_FLAGS = frozenset({"model_dir", "data_dir", "export", "verbose", "overwrite",
+                        "steps_per_execution"})  # Same steps, same results, any grouping.
 
 
 def run_flags(config_dict):

@@ -35,6 +35,10 @@ flags.DEFINE_string("model_dir", None,
 flags.DEFINE_integer("seed", DEFAULTS.seed, "Seed for weights and data order.")
 flags.DEFINE_bool("export", DEFAULTS.export, "Also export a TF SavedModel for serving.")
 flags.DEFINE_bool("jit_compile", DEFAULTS.jit_compile, "Compile the training step with XLA.")
+flags.DEFINE_integer("steps_per_execution", DEFAULTS.steps_per_execution,
+                     "Training steps per call into TensorFlow (fewer Python round trips); "
+                     "lowered to its largest divisor that keeps every evaluation, backup and "
+                     "--max_steps exact.", lower_bound=1)
 flags.DEFINE_enum("distribution_strategy", DEFAULTS.distribution_strategy, distribute.STRATEGIES,
                   "auto: MirroredStrategy over all GPUs when there are two or more, else the "
                   "default strategy. one_device: the first GPU, else the CPU. mirrored: "

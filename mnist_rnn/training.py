@@ -40,6 +40,8 @@ class TrainConfig:
     seed: int = 0
     export: bool = True
     jit_compile: bool = False
+    # Steps per call into TensorFlow; lowered to fit every evaluation, backup and stop exactly.
+    steps_per_execution: int = 40
     distribution_strategy: str = "auto"  # See distribute.STRATEGIES.
     variable_length: bool = False  # Dynamic only: each image's own length, bucketed batches.
     backup_every_steps: int = 0  # 0: at each evaluation; always at each epoch end.
@@ -102,8 +104,12 @@ class Evaluator(keras.callbacks.Callback):
             "time_to_first_step_s": self.first_step_s,
         }
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_base = self.step
+
     def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
+        # `batch` is the epoch's last step run so far: steps_per_execution may run several.
+        self.step = self._epoch_base + batch + 1
         loss = float((logs or {}).get("loss", 0.0))
         if not math.isfinite(loss):
             raise NumericalError(f"the training loss is {loss} at step {self.step}")
@@ -193,6 +199,15 @@ def _fit(model, datasets, config, callbacks, evaluator):
                   epochs=config.epochs, steps_per_epoch=steps, **fit)
 
 
+def execution_steps(config, steps_per_epoch, start_step):
+    """The largest divisor of config.steps_per_execution that every step where something
+    must happen (evaluation, backup, --max_steps, epoch end, the resumed start) is a multiple
+    of, since Keras runs callbacks only between executions."""
+    events = [steps_per_epoch, start_step % steps_per_epoch, config.eval_every_steps,
+              config.backup_every_steps, config.max_steps]
+    return math.gcd(config.steps_per_execution, *[e for e in events if e])
+
+
 def _finished(evaluator, config, steps_per_epoch):
     return (evaluator.reached_target()
             or (config.max_steps and evaluator.step >= config.max_steps)
@@ -236,7 +251,9 @@ def train_and_evaluate(config, datasets=None, out=sys.stdout):
             config.rnn, config.units, datasets.timesteps, datasets.features, seed=config.seed,
             variable_length=config.variable_length,
         )
-        model_lib.compile_model(model, config.learning_rate, config.jit_compile)
+        model_lib.compile_model(
+            model, config.learning_rate, config.jit_compile,
+            execution_steps(config, datasets.steps_per_epoch, state["step"] if state else 0))
     print(distribute.describe(strategy, config.batch_size), file=out)
     print(
         f"Training the {config.rnn} LSTM ({config.units} units, {model.count_params():,} "
