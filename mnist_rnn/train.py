@@ -38,7 +38,7 @@ flags.DEFINE_bool("jit_compile", DEFAULTS.jit_compile, "Compile the training ste
 flags.DEFINE_integer("steps_per_execution", DEFAULTS.steps_per_execution,
                      "Training steps per call into TensorFlow (fewer Python round trips); "
                      "lowered to its largest divisor that keeps every evaluation, backup and "
-                     "--max_steps exact.", lower_bound=1)
+                     "--max_steps exact; 1 with several replicas.", lower_bound=1)
 flags.DEFINE_enum("distribution_strategy", DEFAULTS.distribution_strategy, distribute.STRATEGIES,
                   "auto: MirroredStrategy over all GPUs when there are two or more, else the "
                   "default strategy. one_device: the first GPU, else the CPU. mirrored: "

@@ -251,9 +251,11 @@ def train_and_evaluate(config, datasets=None, out=sys.stdout):
             config.rnn, config.units, datasets.timesteps, datasets.features, seed=config.seed,
             variable_length=config.variable_length,
         )
-        model_lib.compile_model(
-            model, config.learning_rate, config.jit_compile,
-            execution_steps(config, datasets.steps_per_epoch, state["step"] if state else 0))
+        # Keras 3 fails to run several steps per call over replicas: one step each there.
+        steps_per_call = (execution_steps(config, datasets.steps_per_epoch,
+                                          state["step"] if state else 0)
+                          if strategy.num_replicas_in_sync == 1 else 1)
+        model_lib.compile_model(model, config.learning_rate, config.jit_compile, steps_per_call)
     print(distribute.describe(strategy, config.batch_size), file=out)
     print(
         f"Training the {config.rnn} LSTM ({config.units} units, {model.count_params():,} "
