@@ -226,9 +226,10 @@ def train_and_evaluate(config, datasets=None, out=sys.stdout):
     files.ensure_writable_dir(out_dir)
     files.remove_stale_tmp(out_dir)
     backup_dir = os.path.join(config.model_dir, backup.BACKUP_DIR)  # The chief's: the run's.
-    files.remove_stale_tmp(backup_dir)
-    if config.overwrite and chief:
-        shutil.rmtree(backup_dir, ignore_errors=True)
+    if chief:  # Other workers only read it.
+        files.remove_stale_tmp(backup_dir)
+        if config.overwrite:
+            shutil.rmtree(backup_dir, ignore_errors=True)
     state = backup.load_state(backup_dir)
     flags = backup.run_flags(dataclasses.asdict(config))
     if state and state.get("finished"):
