@@ -79,17 +79,18 @@ def all_finite(model):
 class Backup(keras.callbacks.Callback):
     """Backs up every `every_steps` steps (0: never mid-epoch) and at each epoch end."""
 
-    def __init__(self, directory, every_steps, state_fn):
+    def __init__(self, directory, every_steps, step_fn, state_fn):
         super().__init__()
         self.directory = directory
         self.every_steps = every_steps
+        self.step_fn = step_fn  # Returns the run's step count.
         self.state_fn = state_fn  # Returns the state dict to record with the weights.
         self.last_step = None
 
     def on_train_batch_end(self, batch, logs=None):
-        state = self.state_fn()
-        if self.every_steps and state["step"] % self.every_steps == 0:
-            self.save(state)
+        # Only the step here: the full state (every evaluation so far) is built when saving.
+        if self.every_steps and self.step_fn() % self.every_steps == 0:
+            self.save(self.state_fn())
 
     def on_epoch_end(self, epoch, logs=None):
         self.save(self.state_fn())

@@ -276,7 +276,8 @@ def train_and_evaluate(config, datasets=None, out=sys.stdout):
     resumed_from = evaluator.step
     run_state = lambda: {**evaluator.state(), "flags": flags, "dataset": datasets.name}  # noqa: E731
     saver = backup.Backup(os.path.join(out_dir, backup.BACKUP_DIR),
-                          config.backup_every_steps or config.eval_every_steps, run_state)
+                          config.backup_every_steps or config.eval_every_steps,
+                          lambda: evaluator.step, run_state)
     try:
         if not _finished(evaluator, config, datasets.steps_per_epoch):
             _fit(model, datasets, config, [evaluator, saver], evaluator)

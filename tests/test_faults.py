@@ -140,7 +140,7 @@ def test_weights_that_are_not_finite_are_never_backed_up(tmp_path):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     model.compile(optimizer="adam", loss="mse")
     model.layers[0].kernel.assign(np.full((3, 2), np.nan, np.float32))
-    saver = backup.Backup(str(tmp_path), 1, None)
+    saver = backup.Backup(str(tmp_path), 1, None, None)
     saver.set_model(model)
     with pytest.raises(errors.NumericalError, match="no longer finite at step 7"):
         saver.save({"step": 7})
