@@ -167,11 +167,7 @@ def markdown(report):
 
 def chart(report, path):
     """Time to first step, step time, memory and graph size against timesteps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    plt = files.pyplot()
     panels = [("time_to_first_step_s", "time to first step (s)", "log"),
               ("ms_per_step", "ms per training step", "linear"),
               ("peak_rss_mb", "peak resident memory (MB)", "linear"),
@@ -204,5 +200,5 @@ def chart(report, path):
     fig.suptitle("Static (unrolled) vs dynamic (while loop) LSTM, "
                  f"{report['config']['units']} units, batch {report['config']['batch_size']}")
     fig.tight_layout()
-    files.write_via_tmp(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), suffix=".png")
+    files.save_figure(fig, path, dpi=100)
     plt.close(fig)

@@ -79,11 +79,7 @@ def format_report(report):
 
 def write_report(report, error_images, output_dir):
     """evaluation.json and the two PNGs, each written crash-safe into `output_dir`."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # Files only, no display.
-    from matplotlib import pyplot as plt
-
+    plt = files.pyplot()
     files.ensure_writable_dir(output_dir, flag="--output_dir")
     files.write_json(os.path.join(output_dir, REPORT_FILE), report)
 
@@ -97,7 +93,8 @@ def write_report(report, error_images, output_dir):
            ylabel="true digit",
            title=f"Confusion matrix, accuracy {report['accuracy']:.4f}")
     fig.colorbar(shown)
-    _save_figure(fig, os.path.join(output_dir, CONFUSION_PNG))
+    files.save_figure(fig, os.path.join(output_dir, CONFUSION_PNG), dpi=100,
+                      bbox_inches="tight")
 
     count = len(error_images)
     columns = min(5, max(count, 1))
@@ -110,10 +107,6 @@ def write_report(report, error_images, output_dir):
         ax.set_title(f"true {error['true']}, said {error['predicted']}\n"
                      f"p={error['probability']:.2f}", fontsize=8)
     fig.suptitle("Most confidently wrong test digits" if count else "No wrong test digits")
-    _save_figure(fig, os.path.join(output_dir, ERRORS_PNG))
+    files.save_figure(fig, os.path.join(output_dir, ERRORS_PNG), dpi=100,
+                      bbox_inches="tight")
     plt.close("all")
-
-
-def _save_figure(fig, path):
-    files.write_via_tmp(
-        path, lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches="tight"), suffix=".png")

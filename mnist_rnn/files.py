@@ -46,6 +46,22 @@ def write_text(path, text):
     write_via_tmp(path, write)
 
 
+def pyplot():
+    """matplotlib's pyplot drawing to files only: no display is needed or opened."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path, **savefig_options):
+    """fig.savefig to `path` (a .png), crash-safe."""
+    write_via_tmp(path, lambda tmp: fig.savefig(tmp, format="png", **savefig_options),
+                  suffix=".png")
+
+
 def save_model(model, path):
     """model.save to `path` (a .keras file), crash-safe."""
     write_via_tmp(path, model.save, suffix=".keras")  # Keras insists on the extension.
