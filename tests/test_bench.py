@@ -31,3 +31,23 @@ def test_quick_benchmark_writes_every_row_and_field(tmp_path, sample, tfds_dir):
         assert (row["units"], row["timesteps"], row["features"]) == (32, 28, 28)
         assert row["samples_per_s"] > 0
     assert "| 32, 28x28 | train |" in result.stdout
+
+
+def test_levers_measure_each_lever_in_its_own_process(tmp_path, sample, tfds_dir):
+    levers = ["defaults (dynamic)", "intra_op threads=1"]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "levers.py"), "--units=8", "--rounds=1",
+         "--steps=4", f"--levers={','.join(levers)}", f"--data_dir={tfds_dir}",
+         f"--json={tmp_path / 'levers.json'}"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rates = json.loads((tmp_path / "levers.json").read_text())["rates"]
+    assert list(rates) == levers and all(len(r) == 1 and r[0] > 0 for r in rates.values())
+    assert "| defaults (dynamic) |" in result.stdout and "| 1.00x |" in result.stdout
+
+
+def test_levers_reject_an_unknown_lever_by_name():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "levers.py"), "--levers=warp drive"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 2 and "unknown lever(s) ['warp drive']" in result.stderr

@@ -37,11 +37,20 @@ def test_flagfile_then_overrides_trains_saves_and_exports(tmp_path, tfds_dir):
     assert not [p for p in os.listdir(model_dir) if ".tmp-" in p]
 
 
-def test_both_flagfiles_parse_to_the_original_programs():
+def parse_flagfile(name):
+    """The train command's flags, parsed from flags/NAME into fresh FlagValues."""
     from absl import flags
 
-    from mnist_rnn import train  # noqa: F401  Defines the flags.
+    from mnist_rnn import train
 
+    fv = flags.FlagValues()
+    for flag in flags.FLAGS.get_key_flags_for_module(train):
+        fv[flag.name] = flag  # Same definitions, fresh values.
+    fv(["prog", f"--flagfile={ROOT / 'flags' / name}"])
+    return fv
+
+
+def test_both_flagfiles_parse_to_the_original_programs():
     expected = {
         "static_rnn.flags": dict(rnn="static", units=256, batch_size=100, learning_rate=0.01,
                                  eval_every_steps=10, target_accuracy=0.9, timesteps=28),
@@ -50,24 +59,16 @@ def test_both_flagfiles_parse_to_the_original_programs():
                                   target_accuracy=0.9, timesteps=28),
     }
     for name, values in expected.items():
-        fv = flags.FlagValues()
-        for flag in flags.FLAGS.get_key_flags_for_module(train):
-            fv[flag.name] = flag  # Same definitions, fresh values.
-        fv(["prog", f"--flagfile={ROOT / 'flags' / name}"])
+        fv = parse_flagfile(name)
         assert {k: fv[k].value for k in values} == values, name
         fv.unparse_flags()
 
 
 def test_best_flagfile_reaches_its_target_on_the_sample(tmp_path, tfds_dir):
     """flags/best.flags promises 0.96 on the sample; its time is the benchmark's business."""
-    from absl import flags
-
     from mnist_rnn import train, training
 
-    fv = flags.FlagValues()
-    for flag in flags.FLAGS.get_key_flags_for_module(train):
-        fv[flag.name] = flag
-    fv(["prog", f"--flagfile={ROOT / 'flags' / 'best.flags'}"])
+    fv = parse_flagfile("best.flags")
     config = train.config_from_flags(fv)
     fv.unparse_flags()
     assert config.target_accuracy == 0.96

@@ -1,0 +1,147 @@
+"""What each speed lever does to training samples/s, one lever at a time, against the model
+and settings `python -m mnist_rnn.train` uses by default (dynamic, steps_per_execution=40, op
+determinism on), and what PyTorch does with and without its fused oneDNN LSTM kernel.
+
+    python benchmarks/levers.py [--units=100] [--timesteps=28] [--rounds=3] [--steps=200]
+
+Each lever runs in a process of its own (thread settings and oneDNN options are per process),
+interleaved over the rounds; each number is the median. This times a bare `fit` on the training
+pipeline, without the evaluations and backups of the real loop: bench.py times that loop.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+BATCH = 100
+# name: (settings for measure(), environment)
+LEVERS = {
+    "defaults (dynamic)": ({}, {}),
+    "static": ({"rnn": "static"}, {}),
+    "steps_per_execution=1": ({"steps_per_execution": 1}, {}),
+    "op determinism off": ({"determinism": False}, {}),
+    "XLA (jit_compile)": ({"jit_compile": True}, {}),
+    "XLA and static": ({"jit_compile": True, "rnn": "static"}, {}),
+    "inter_op threads=1": ({"inter_op": 1}, {}),
+    "intra_op threads=1": ({"intra_op": 1}, {}),
+    "mixed_bfloat16 policy": ({"mixed_bfloat16": True}, {}),
+    "oneDNN fp32 math in bf16": ({}, {"ONEDNN_DEFAULT_FPMATH_MODE": "BF16"}),
+    "oneDNN off (Eigen)": ({}, {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+    "no training accuracy metric": ({"accuracy": False}, {}),
+    "pytorch": ({"pytorch": True}, {}),
+    "pytorch without oneDNN": ({"pytorch": True, "onednn": False}, {}),
+}
+
+
+def measure(units, timesteps, steps, data_dir=None, rnn="dynamic", steps_per_execution=40, determinism=True,
+            jit_compile=False, inter_op=0, intra_op=0, mixed_bfloat16=False, accuracy=True,
+            pytorch=False, onednn=True):
+    """Steady training samples/s of one lever, in this process."""
+    if pytorch:
+        return _pytorch(units, timesteps, steps, onednn)
+    import tensorflow as tf
+
+    if inter_op:
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    if intra_op:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+    from mnist_rnn import data, model as model_lib
+    from mnist_rnn.compat import keras
+
+    keras.utils.set_random_seed(0)
+    if determinism:
+        tf.config.experimental.enable_op_determinism()
+    if mixed_bfloat16:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    datasets = data.load_datasets("mnist_sample", timesteps, BATCH, seed=0, data_dir=data_dir)
+    model = model_lib.build_model(rnn, units, timesteps, 784 // timesteps, seed=0)
+    model_lib.compile_model(model, 0.003, jit_compile, steps_per_execution)
+    if not accuracy:
+        model.compile(optimizer=keras.optimizers.Adam(0.003), jit_compile=jit_compile,
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      steps_per_execution=steps_per_execution)
+    group = steps_per_execution
+    steps = group * -(-steps // group)
+    ends = []  # (step, time) after each call into TensorFlow; the first call is the warm-up.
+    timer = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: ends.append((batch, time.perf_counter())))
+    epochs = -(-(steps + group) // datasets.steps_per_epoch)
+    model.fit(datasets.train_epochs(0, epochs), epochs=1, steps_per_epoch=steps + group,
+              callbacks=[timer], verbose=0, shuffle=False)
+    (first, began), (last, ended) = ends[0], ends[-1]
+    return (last - first) * BATCH / (ended - began)
+
+
+def _pytorch(units, timesteps, steps, onednn):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import numpy as np
+    import torch
+
+    import bench
+    from mnist_rnn import sample
+
+    torch.set_num_threads(os.cpu_count())
+    images, labels = sample.load_arrays()
+    rows = sample.split_indices(labels, "train")
+    x = images[rows].reshape(-1, 784).astype(np.float32) / 255
+    with torch.backends.mkldnn.flags(enabled=onednn):
+        return bench.torch_train(units, timesteps, steps, x, labels[rows])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--units", type=int, default=100)
+    parser.add_argument("--timesteps", type=int, default=28)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=200, help="timed steps per run")
+    parser.add_argument("--levers", default=None,
+                        help="only these levers, comma-separated names (default: all)")
+    parser.add_argument("--data_dir", default=None, help="TFDS data dir for mnist_sample")
+    parser.add_argument("--json", help="write {lever: [samples/s per round]} here")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # A lever's own process.
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.units, args.timesteps, args.steps, args.data_dir,
+                                 **LEVERS[args.one][0])))
+        return
+    names = args.levers.split(",") if args.levers else list(LEVERS)
+    unknown = [n for n in names if n not in LEVERS]
+    if unknown:
+        parser.error(f"unknown lever(s) {unknown}: choose from {list(LEVERS)}")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("torch is not installed (pip install 'mnist_rnn[bench]'): PyTorch rows left out",
+              file=sys.stderr)
+        names = [n for n in names if not LEVERS[n][0].get("pytorch")]
+    rates = {name: [] for name in names}
+    for _ in range(args.rounds):  # Interleaved, so a slow moment hits every lever alike.
+        for name in names:
+            command = [sys.executable, os.path.abspath(__file__), f"--one={name}",
+                       f"--units={args.units}", f"--timesteps={args.timesteps}",
+                       f"--steps={args.steps}"] + (
+                           [f"--data_dir={args.data_dir}"] if args.data_dir else [])
+            run = subprocess.run(command, capture_output=True, text=True,
+                                 env={**os.environ, **LEVERS[name][1]})
+            if run.returncode:
+                sys.exit(f"lever {name!r} failed:\n{run.stderr[-3000:]}")
+            rates[name].append(json.loads(run.stdout.strip().splitlines()[-1]))
+    base = statistics.median(rates[names[0]])
+    print(f"{args.units} units, {args.timesteps}x{784 // args.timesteps}, batch {BATCH}, "
+          f"median of {args.rounds} rounds of {args.steps} steps; relative to {names[0]!r}")
+    print("| lever | samples/s | relative |\n|---|---|---|")
+    for name, values in rates.items():
+        median = statistics.median(values)
+        print(f"| {name} | {median:,.0f} | {median / base:.2f}x |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"units": args.units, "timesteps": args.timesteps, "steps": args.steps,
+                       "rates": rates}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
