@@ -32,14 +32,16 @@ LEVERS = {
     "oneDNN fp32 math in bf16": ({}, {"ONEDNN_DEFAULT_FPMATH_MODE": "BF16"}),
     "oneDNN off (Eigen)": ({}, {"TF_ENABLE_ONEDNN_OPTS": "0"}),
     "no training accuracy metric": ({"accuracy": False}, {}),
+    "tf.data: one private thread": ({"data_threads": 1}, {}),
+    "tf.data: autotune off": ({"autotune": False}, {}),
     "pytorch": ({"pytorch": True}, {}),
     "pytorch without oneDNN": ({"pytorch": True, "onednn": False}, {}),
 }
 
 
-def measure(units, timesteps, steps, data_dir=None, rnn="dynamic", steps_per_execution=40, determinism=True,
-            jit_compile=False, inter_op=0, intra_op=0, mixed_bfloat16=False, accuracy=True,
-            pytorch=False, onednn=True):
+def measure(units, timesteps, steps, data_dir=None, rnn="dynamic", steps_per_execution=40,
+            determinism=True, jit_compile=False, inter_op=0, intra_op=0, mixed_bfloat16=False, accuracy=True,
+            data_threads=0, autotune=None, pytorch=False, onednn=True):
     """Steady training samples/s of one lever, in this process."""
     if pytorch:
         return _pytorch(units, timesteps, steps, onednn)
@@ -70,8 +72,13 @@ def measure(units, timesteps, steps, data_dir=None, rnn="dynamic", steps_per_exe
     timer = keras.callbacks.LambdaCallback(
         on_train_batch_end=lambda batch, logs: ends.append((batch, time.perf_counter())))
     epochs = -(-(steps + group) // datasets.steps_per_epoch)
-    model.fit(datasets.train_epochs(0, epochs), epochs=1, steps_per_epoch=steps + group,
-              callbacks=[timer], verbose=0, shuffle=False)
+    options = tf.data.Options()
+    if autotune is not None:  # None: as the training pipeline sets it.
+        options.autotune.enabled = autotune
+    if data_threads:
+        options.threading.private_threadpool_size = data_threads
+    model.fit(datasets.train_epochs(0, epochs).with_options(options), epochs=1,
+              steps_per_epoch=steps + group, callbacks=[timer], verbose=0, shuffle=False)
     (first, began), (last, ended) = ends[0], ends[-1]
     return (last - first) * BATCH / (ended - began)
 
@@ -119,8 +126,9 @@ def main():
               file=sys.stderr)
         names = [n for n in names if not LEVERS[n][0].get("pytorch")]
     rates = {name: [] for name in names}
-    for _ in range(args.rounds):  # Interleaved, so a slow moment hits every lever alike.
-        for name in names:
+    for round_ in range(args.rounds):  # Interleaved, so a slow moment hits every lever alike;
+        start = round_ * len(names) // args.rounds  # each round starts elsewhere in the list.
+        for name in names[start:] + names[:start]:
             command = [sys.executable, os.path.abspath(__file__), f"--one={name}",
                        f"--units={args.units}", f"--timesteps={args.timesteps}",
                        f"--steps={args.steps}"] + (
