@@ -57,6 +57,15 @@ def torch_model(units, features):
     return LSTMClassifier()
 
 
+def torch_train_arrays():
+    """The sample's training images as float pixels in [0, 1], and their labels."""
+    from mnist_rnn import sample
+
+    images, labels = sample.load_arrays()
+    rows = sample.split_indices(labels, "train")
+    return images[rows].reshape(-1, 784).astype(np.float32) / 255, labels[rows]
+
+
 def torch_train(units, timesteps, steps, images, labels):
     """Samples/s of the usual PyTorch loop: Adam, cross-entropy, one batch at a time."""
     import torch
@@ -168,9 +177,8 @@ def main():
 
     from mnist_rnn import sample
 
-    images, labels = sample.load_arrays()
-    train_rows = sample.split_indices(labels, "train")
-    train_images = (images[train_rows].reshape(-1, 784).astype(np.float32) / 255)
+    images, _ = sample.load_arrays()  # Inference runs on raw uint8 images.
+    train_images, train_labels = torch_train_arrays()
     rows = []
     for units, timesteps in configs:
         contenders = {
@@ -179,7 +187,7 @@ def main():
         }
         if have_torch:
             contenders["pytorch"] = lambda: torch_train(units, timesteps, steps, train_images,
-                                                        labels[train_rows])
+                                                        train_labels)
         samples = {name: [] for name in contenders}
         for _ in range(rounds):  # Interleaved: A B C, A B C, ...
             for name, measure in contenders.items():

@@ -40,8 +40,8 @@ LEVERS = {
 
 
 def measure(units, timesteps, steps, data_dir=None, rnn="dynamic", steps_per_execution=40,
-            determinism=True, jit_compile=False, inter_op=0, intra_op=0, mixed_bfloat16=False, accuracy=True,
-            data_threads=0, autotune=None, pytorch=False, onednn=True):
+            determinism=True, jit_compile=False, inter_op=0, intra_op=0, mixed_bfloat16=False,
+            accuracy=True, data_threads=0, autotune=None, pytorch=False, onednn=True):
     """Steady training samples/s of one lever, in this process."""
     if pytorch:
         return _pytorch(units, timesteps, steps, onednn)
@@ -61,11 +61,7 @@ def measure(units, timesteps, steps, data_dir=None, rnn="dynamic", steps_per_exe
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     datasets = data.load_datasets("mnist_sample", timesteps, BATCH, seed=0, data_dir=data_dir)
     model = model_lib.build_model(rnn, units, timesteps, 784 // timesteps, seed=0)
-    model_lib.compile_model(model, 0.003, jit_compile, steps_per_execution)
-    if not accuracy:
-        model.compile(optimizer=keras.optimizers.Adam(0.003), jit_compile=jit_compile,
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      steps_per_execution=steps_per_execution)
+    model_lib.compile_model(model, 0.003, jit_compile, steps_per_execution, accuracy)
     group = steps_per_execution
     steps = group * -(-steps // group)
     ends = []  # (step, time) after each call into TensorFlow; the first call is the warm-up.
@@ -85,18 +81,13 @@ def measure(units, timesteps, steps, data_dir=None, rnn="dynamic", steps_per_exe
 
 def _pytorch(units, timesteps, steps, onednn):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import numpy as np
     import torch
 
     import bench
-    from mnist_rnn import sample
 
     torch.set_num_threads(os.cpu_count())
-    images, labels = sample.load_arrays()
-    rows = sample.split_indices(labels, "train")
-    x = images[rows].reshape(-1, 784).astype(np.float32) / 255
     with torch.backends.mkldnn.flags(enabled=onednn):
-        return bench.torch_train(units, timesteps, steps, x, labels[rows])
+        return bench.torch_train(units, timesteps, steps, *bench.torch_train_arrays())
 
 
 def main():

@@ -12,7 +12,6 @@ if LEGACY:
 else:
     import keras  # noqa: F401
 
-KERAS_VERSION = keras.__version__
 # Keras 3's fit cannot consume MultiWorkerMirroredStrategy's per-replica batches
 # (keras-team/keras#20585, open since TF 2.16); Keras 2's can.
 MULTI_WORKER_FIT = LEGACY

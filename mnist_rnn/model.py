@@ -57,13 +57,15 @@ def build_model(rnn, units, timesteps, features, seed=None, variable_length=Fals
     return keras.Model(inputs, logits, name=f"{rnn}_lstm")
 
 
-def compile_model(model, learning_rate, jit_compile=False, steps_per_execution=1):
-    """Adam on sparse cross-entropy from logits; softmax is never applied before the loss."""
+def compile_model(model, learning_rate, jit_compile=False, steps_per_execution=1,
+                  accuracy=True):
+    """Adam on sparse cross-entropy from logits; softmax is never applied before the loss.
+    accuracy: also track training accuracy (shown in the progress bar)."""
     model.compile(
         steps_per_execution=steps_per_execution,
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")] if accuracy else [],
         jit_compile=jit_compile,
     )
     return model
