@@ -11,6 +11,7 @@ that a slow moment of the machine hits every contender alike. Without torch inst
 import argparse
 import io
 import json
+import math
 import os
 import statistics
 import sys
@@ -19,97 +20,46 @@ import time
 
 import numpy as np
 
+from common import BATCH, torch_model, torch_train, torch_train_arrays, whole
+
 CONFIGS = [(100, 28), (256, 28), (128, 196), (128, 784)]  # (units, timesteps)
 QUICK_CONFIGS = [(32, 28)]
-BATCH = 100
 
 
 def keras_train(rnn, units, timesteps, steps, data_dir):
     """Steady-state training samples/s of `python -m mnist_rnn.train` with its defaults."""
-    from mnist_rnn import training
+    from mnist_rnn import trainer
+    from mnist_rnn.callbacks import WARMUP_STEPS
+    from mnist_rnn.config import TrainConfig
 
-    defaults = training.TrainConfig()
-    group = defaults.steps_per_execution  # Stop on a group boundary, or the groups shrink.
-    warmup = group * -(-training.WARMUP_STEPS // group)  # The warm-up, in whole groups.
+    group = TrainConfig().steps_per_execution  # Stop on a group boundary, or groups shrink.
     with tempfile.TemporaryDirectory() as model_dir:
-        config = training.TrainConfig(
+        config = TrainConfig(
             rnn=rnn, units=units, timesteps=timesteps, batch_size=BATCH,
-            max_steps=warmup + group * -(-steps // group), epochs=100,
+            max_steps=whole(WARMUP_STEPS, group) + whole(steps, group), epochs=100,
             dataset="mnist_sample", data_dir=data_dir, model_dir=model_dir, export=False,
             verbose=0)
-        _, metrics = training.train_and_evaluate(config, out=io.StringIO())
+        _, metrics = trainer.train_and_evaluate(config, out=io.StringIO())
     return metrics["steady_train_samples_per_s"]
-
-
-def torch_model(units, features):
-    import torch
-
-    class LSTMClassifier(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lstm = torch.nn.LSTM(features, units, batch_first=True)
-            self.logits = torch.nn.Linear(units, 10)
-
-        def forward(self, x):
-            _, (h, _) = self.lstm(x)
-            return self.logits(h[-1])
-
-    return LSTMClassifier()
-
-
-def torch_train_arrays():
-    """The sample's training images as float pixels in [0, 1], and their labels."""
-    from mnist_rnn import sample
-
-    images, labels = sample.load_arrays()
-    rows = sample.split_indices(labels, "train")
-    return images[rows].reshape(-1, 784).astype(np.float32) / 255, labels[rows]
-
-
-def torch_train(units, timesteps, steps, images, labels):
-    """Samples/s of the usual PyTorch loop: Adam, cross-entropy, one batch at a time."""
-    import torch
-
-    torch.manual_seed(0)
-    x = torch.from_numpy(images.reshape(len(images), timesteps, -1))
-    y = torch.from_numpy(labels.astype(np.int64))
-    model = torch_model(units, x.shape[-1])
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.003)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    batches = len(x) // BATCH
-    order = torch.randperm(len(x))
-
-    def step(i):
-        index = order[(i % batches) * BATCH:(i % batches + 1) * BATCH]
-        optimizer.zero_grad()
-        loss = loss_fn(model(x[index]), y[index])
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    for i in range(5):
-        step(i)
-    began = time.perf_counter()
-    for i in range(steps):
-        step(i)
-    return steps * BATCH / (time.perf_counter() - began)
 
 
 def keras_infer(units, timesteps, images, repeats):
     """Inference samples/s: the Keras model in memory, and its SavedModel reloaded."""
     import tensorflow as tf
 
-    from mnist_rnn import data, export, model as model_lib
+    from mnist_rnn import serving
+    from mnist_rnn.model import build_model
+    from mnist_rnn.sequences import to_sequences
 
-    model = model_lib.build_model("dynamic", units, timesteps, 784 // timesteps, seed=0)
-    sequences = data.to_sequences(images, timesteps)
+    model = build_model("dynamic", units, timesteps, 784 // timesteps, seed=0)
+    sequences = to_sequences(images, timesteps)
     @tf.function
     def forward(x):
         return model(x, training=False)
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        export.export_saved_model(model, os.path.join(tmp, "saved_model"))
+        serving.export_saved_model(model, os.path.join(tmp, "saved_model"))
         serve = tf.saved_model.load(os.path.join(tmp, "saved_model")).signatures[
             "serving_default"]
         raw = tf.constant(images)
@@ -141,7 +91,7 @@ def pipeline(timesteps, data_dir, batches=400):
     from mnist_rnn import data
 
     datasets = data.load_datasets("mnist_sample", timesteps, BATCH, data_dir=data_dir)
-    epochs = -(-batches // datasets.steps_per_epoch) + 1
+    epochs = math.ceil(batches / datasets.steps_per_epoch) + 1
     for _ in datasets.train:  # Fill the cache, as the first epoch of training does.
         pass
     began = time.perf_counter()

@@ -11,13 +11,14 @@ pipeline, without the evaluations and backups of the real loop: bench.py times t
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
 import sys
-import time
 
-BATCH = 100
+from common import BATCH, torch_train, torch_train_arrays, whole
+
 # name: (settings for measure(), environment)
 LEVERS = {
     "defaults (dynamic)": ({}, {}),
@@ -51,23 +52,22 @@ def measure(units, timesteps, steps, data_dir=None, rnn="dynamic", steps_per_exe
         tf.config.threading.set_inter_op_parallelism_threads(inter_op)
     if intra_op:
         tf.config.threading.set_intra_op_parallelism_threads(intra_op)
-    from mnist_rnn import data, model as model_lib
+    from mnist_rnn import trainer
+    from mnist_rnn.callbacks import StepTimer
     from mnist_rnn.compat import keras
+    from mnist_rnn.config import TrainConfig
 
-    keras.utils.set_random_seed(0)
-    if determinism:
-        tf.config.experimental.enable_op_determinism()
+    config = TrainConfig(rnn=rnn, units=units, timesteps=timesteps, batch_size=BATCH,
+                         jit_compile=jit_compile, data_dir=data_dir)
+    trainer.seed(config.seed, deterministic=determinism)
     if mixed_bfloat16:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    datasets = data.load_datasets("mnist_sample", timesteps, BATCH, seed=0, data_dir=data_dir)
-    model = model_lib.build_model(rnn, units, timesteps, 784 // timesteps, seed=0)
-    model_lib.compile_model(model, 0.003, jit_compile, steps_per_execution, accuracy)
+    datasets = trainer.load_datasets(config, "mnist_sample")
+    model = trainer.build(config, datasets, steps_per_execution, accuracy)
     group = steps_per_execution
-    steps = group * -(-steps // group)
-    ends = []  # (step, time) after each call into TensorFlow; the first call is the warm-up.
-    timer = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs: ends.append((batch, time.perf_counter())))
-    epochs = -(-(steps + group) // datasets.steps_per_epoch)
+    steps = whole(steps, group)
+    timer = StepTimer(warmup_steps=group)  # The first call into TensorFlow is the warm-up.
+    epochs = math.ceil((steps + group) / datasets.steps_per_epoch)
     options = tf.data.Options()
     if autotune is not None:  # None: as the training pipeline sets it.
         options.autotune.enabled = autotune
@@ -75,19 +75,15 @@ def measure(units, timesteps, steps, data_dir=None, rnn="dynamic", steps_per_exe
         options.threading.private_threadpool_size = data_threads
     model.fit(datasets.train_epochs(0, epochs).with_options(options), epochs=1,
               steps_per_epoch=steps + group, callbacks=[timer], verbose=0, shuffle=False)
-    (first, began), (last, ended) = ends[0], ends[-1]
-    return (last - first) * BATCH / (ended - began)
+    return timer.steady_steps_per_s() * BATCH
 
 
 def _pytorch(units, timesteps, steps, onednn):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import torch
-
-    import bench
 
     torch.set_num_threads(os.cpu_count())
     with torch.backends.mkldnn.flags(enabled=onednn):
-        return bench.torch_train(units, timesteps, steps, *bench.torch_train_arrays())
+        return torch_train(units, timesteps, steps, *torch_train_arrays())
 
 
 def main():

@@ -1,33 +1,47 @@
-"""What every command-line tool shares: the dataset flags and the way errors are reported."""
+"""What the commands share: the flags that mean the same in each, and errors as one line.
+The only module that words things as flags; the library speaks in arguments.
+
+Each command defines its flags in `define_flags(flag_values)` and runs `cli.run(main,
+define_flags)`, so its module can be imported (by tests, by another command) without
+defining anything.
+"""
 
 import sys
+from typing import Callable
 
 from absl import app, flags, logging
 
-from mnist_rnn import data, errors
-
-flags.DEFINE_enum("dataset", "auto", data.DATASETS,
-                  "mnist: full MNIST via TFDS (downloads once). mnist_sample: the bundled "
-                  "5,000 digits, no network. auto: mnist if prepared or downloadable, else "
-                  "the sample.")
-flags.DEFINE_string("data_dir", None,
-                    "TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).")
+from mnist_rnn import config, errors
 
 FLAGS = flags.FLAGS
 
 
-def define_model_flag():
-    """--model, for the tools that read a trained model (defined once per process)."""
-    if "model" not in FLAGS:
-        flags.DEFINE_string("model", None, "A model.keras file or a saved_model/ directory.")
-        flags.mark_flag_as_required("model")
+def define_dataset_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+    flags.DEFINE_enum("dataset", "auto", config.DATASETS,
+                      "mnist: full MNIST via TFDS (downloads once). mnist_sample: the bundled "
+                      "5,000 digits, no network. auto: mnist if prepared or downloadable, else "
+                      "the sample.", flag_values=flag_values)
+    flags.DEFINE_string("data_dir", None,
+                        "TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).",
+                        flag_values=flag_values)
 
 
-def run(main):
-    """app.run(main), with user errors printed as one line and exit status 1."""
+def define_model_flag(flag_values: flags.FlagValues = FLAGS) -> None:
+    """--model, for the commands that read a trained model."""
+    flags.DEFINE_string("model", None, "A model.keras file or a saved_model/ directory.",
+                        flag_values=flag_values)
+    flags.mark_flag_as_required("model", flag_values=flag_values)
+
+
+def run(main: Callable[[list[str]], int | None],
+        define_flags: Callable[[flags.FlagValues], None], takes_args: bool = False) -> None:
+    """Defines the command's flags and runs `main` under absl: user errors become one line
+    `error: ...` with exit status 1 (a traceback only with --verbosity=1 or more).
+    takes_args: main accepts positional arguments (else they are refused)."""
+    define_flags(FLAGS)
 
     def wrapped(argv):
-        if len(argv) > 1 and not getattr(main, "takes_args", False):
+        if len(argv) > 1 and not takes_args:
             sys.exit(f"error: unexpected arguments {argv[1:]}: flags look like --name=value")
         verbose = FLAGS["verbosity"].present and FLAGS.verbosity >= 1
         if not FLAGS["verbosity"].present:
@@ -38,6 +52,6 @@ def run(main):
         except errors.UserError as e:
             if verbose:
                 raise
-            sys.exit(f"error: {e}")
+            sys.exit(f"error: {e.as_flags()}")
 
     app.run(wrapped)

@@ -6,6 +6,7 @@
 
 import dataclasses
 import functools
+import math
 import threading
 import urllib.error
 import urllib.request
@@ -15,13 +16,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
-from mnist_rnn import sample  # Registers the `mnist_sample` TFDS builder.
-from mnist_rnn.errors import DatasetUnavailableError
-
-PIXELS = 28 * 28
-PAD = -1.0  # Pads stripped sequences; pixels lie in [0, 1], so it is never data.
-NUM_CLASSES = 10
-DATASETS = ("auto", "mnist", "mnist_sample")
+from mnist_rnn import sample  # noqa: F401  Registers the `mnist_sample` TFDS builder.
+from mnist_rnn.config import DATASETS, PIXELS, valid_timesteps
+from mnist_rnn.errors import DatasetUnavailableError, setting
+from mnist_rnn.sequences import sequence_length, to_sequences
 # Where TFDS downloads MNIST from; probed before any download so that an offline machine
 # fails in seconds instead of after TFDS's minutes of retries.
 MNIST_PROBE_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/t10k-labels-idx1-ubyte.gz"
@@ -46,10 +44,10 @@ class Datasets:
     bucket_sizes: tuple = ()  # Training examples per bucket.
 
     @property
-    def steps_per_epoch(self):
+    def steps_per_epoch(self) -> int:
         if self.variable_length:  # Each bucket ends its epoch with its own partial batch.
-            return sum(-(-n // self.batch_size) for n in self.bucket_sizes)
-        return -(-self.train_size // self.batch_size)
+            return sum(math.ceil(n / self.batch_size) for n in self.bucket_sizes)
+        return math.ceil(self.train_size / self.batch_size)
 
     def train_epochs(self, first_epoch, last_epoch, skip_batches=0):
         """Batches of epochs [first_epoch, last_epoch), without the first `skip_batches`.
@@ -87,11 +85,6 @@ class Datasets:
             [self.batch_size] * (len(self.bucket_boundaries) + 1),
             no_padding=True,  # Full-length sequences; the model strips and pads per batch.
         )
-
-
-def valid_timesteps():
-    """Every sequence length that splits a 784-pixel image into equal steps."""
-    return [t for t in range(1, PIXELS + 1) if PIXELS % t == 0]
 
 
 def network_reachable(url=MNIST_PROBE_URL, timeout=PROBE_TIMEOUT_S):
@@ -136,57 +129,16 @@ def resolve_dataset(dataset, data_dir=None, probe=network_reachable):
     if dataset == "mnist":
         raise DatasetUnavailableError(
             f"full MNIST is not prepared in {where} and cannot be downloaded (no network): "
-            "run once with network access, pass --data_dir where it is prepared, "
-            "or use --dataset=mnist_sample"
+            f"run once with network access, pass {setting('data_dir')} where it is prepared, "
+            f"or use {setting('dataset', 'mnist_sample')}"
         )
     logging.warning(
         "Full MNIST is not in %s and cannot be downloaded: using the bundled sample "
         "mnist_sample (4,000 train / 1,000 test images). For full MNIST, run once with "
-        "network access or pass --data_dir where it is prepared.",
+        "network access or point the data dir at a prepared copy.",
         where,
     )
     return "mnist_sample"
-
-
-def to_sequences(images, timesteps):
-    """uint8 images [batch, 28, 28(, 1)] -> float32 [batch, timesteps, 784 / timesteps] in
-    [0, 1], row-major. Shared by the training pipeline and the exported serving graph."""
-    pixels = tf.cast(tf.reshape(images, [-1, PIXELS]), tf.float32) / 255.0
-    return tf.reshape(pixels, [-1, timesteps, PIXELS // timesteps])
-
-
-def to_sequence(image, timesteps):
-    """One uint8 image [28, 28(, 1)] -> float32 [timesteps, 784 / timesteps]."""
-    return to_sequences(image, timesteps)[0]
-
-
-def sequence_length(sequence):
-    """Steps from the first to the last step with ink, of one [timesteps, features] sequence
-    (at least 1): its length without blank leading and trailing steps."""
-    ink = tf.reduce_any(sequence > 0, axis=-1)
-    steps = tf.cast(tf.size(ink), tf.int32)
-    first = tf.argmax(tf.cast(ink, tf.int32), output_type=tf.int32)
-    last = steps - 1 - tf.argmax(tf.cast(ink[::-1], tf.int32), output_type=tf.int32)
-    return tf.where(tf.reduce_any(ink), last - first + 1, 1)
-
-
-def strip_blank_steps(sequences):
-    """[batch, T, F] -> [batch, L, F]: each sequence without its blank leading and trailing
-    steps, left-aligned and padded with PAD up to the longest of the batch (L).
-
-    Like `sequence_length` in tf.nn.dynamic_rnn, each sequence keeps its own length; the
-    model masks the PAD steps, so padding does not change its result."""
-    ink = tf.reduce_any(sequences > 0, axis=-1)  # [batch, T]
-    steps = tf.shape(sequences)[1]
-    has_ink = tf.reduce_any(ink, axis=1)
-    as_int = tf.cast(ink, tf.int32)
-    first = tf.where(has_ink, tf.argmax(as_int, axis=1, output_type=tf.int32), 0)
-    last = tf.where(
-        has_ink, steps - 1 - tf.argmax(as_int[:, ::-1], axis=1, output_type=tf.int32), 0)
-    lengths = last - first + 1
-    offsets = tf.range(tf.reduce_max(lengths))[None, :]
-    rows = tf.gather(sequences, tf.minimum(first[:, None] + offsets, steps - 1), batch_dims=1)
-    return tf.where((offsets < lengths[:, None])[..., None], rows, PAD)
 
 
 def length_buckets(timesteps, count=7):
@@ -217,7 +169,7 @@ def load_datasets(name, timesteps=28, batch_size=100, seed=0, data_dir=None,
     test_size = info.splits["test"].num_examples
 
     def preprocess(image, label):
-        return to_sequence(image, timesteps), tf.cast(label, tf.int32)
+        return to_sequences(image, timesteps)[0], tf.cast(label, tf.int32)
 
     autotune = tf.data.AUTOTUNE
     # map -> cache here; shuffle (seeded per epoch) -> batch -> prefetch in train_epochs.

@@ -11,24 +11,23 @@ import os
 import tensorflow as tf
 
 from mnist_rnn import compat
-from mnist_rnn.errors import UserError
+from mnist_rnn.config import STRATEGIES
+from mnist_rnn.errors import UserError, setting
 
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 
-
-def make_strategy(name):
+def make_strategy(name: str) -> tf.distribute.Strategy:
     """A tf.distribute.Strategy for --distribution_strategy=`name`."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}: use one of {', '.join(STRATEGIES)}")
     if name == "multi_worker":  # Before anything else touches the TensorFlow runtime.
         if not compat.MULTI_WORKER_FIT:
             raise UserError(
-                "--distribution_strategy=multi_worker needs Keras 2: Keras 3's fit does not "
-                "support MultiWorkerMirroredStrategy yet; pip install 'mnist_rnn[keras2]' and "
-                "set TF_USE_LEGACY_KERAS=1 (see the README, \"Several machines\")")
+                f"{setting('distribution_strategy', name)} needs Keras 2: Keras 3's fit does "
+                "not support MultiWorkerMirroredStrategy yet; pip install 'mnist_rnn[keras2]' "
+                "and set TF_USE_LEGACY_KERAS=1 (see the README, \"Several machines\")")
         if not os.environ.get("TF_CONFIG"):
-            raise UserError("--distribution_strategy=multi_worker needs TF_CONFIG: see the "
-                            "README, \"Several machines\"")
+            raise UserError(f"{setting('distribution_strategy', name)} needs TF_CONFIG: see "
+                            "the README, \"Several machines\"")
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
@@ -40,14 +39,14 @@ def make_strategy(name):
     return tf.distribute.MirroredStrategy(devices)
 
 
-def task():
+def task() -> tuple[str, int]:
     """(type, index) of this process in TF_CONFIG; ("chief", 0) without one."""
     config = json.loads(os.environ.get("TF_CONFIG") or "{}")
     task_info = config.get("task") or {}
     return task_info.get("type", "chief"), int(task_info.get("index", 0))
 
 
-def is_chief(strategy):
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return True
     task_type, index = task()
@@ -57,7 +56,7 @@ def is_chief(strategy):
                                     and "chief" not in cluster)
 
 
-def write_dir(model_dir, strategy):
+def write_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
     """Where this worker writes: --model_dir for the chief, a private directory otherwise."""
     if is_chief(strategy):
         return model_dir
@@ -65,7 +64,7 @@ def write_dir(model_dir, strategy):
     return os.path.join(model_dir, f"{task_type}_{index}_temp")
 
 
-def describe(strategy, global_batch):
+def describe(strategy: tf.distribute.Strategy, global_batch: int) -> str:
     replicas = strategy.num_replicas_in_sync
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         name = "MultiWorkerMirroredStrategy"  # Its class is an alias with another name.

@@ -1,9 +1,49 @@
-"""Errors a user can fix. The command-line tools print them as one line, without a traceback
-(unless --verbosity=1 or more asks for one), and exit with status 1."""
+"""Errors a user can fix. The commands print them as one line, without a traceback (unless
+--verbosity=1 or more asks for one), and exit with status 1.
+
+A message names the settings it is about with `setting(name, value)`. `str(error)` writes them as
+Python arguments (`learning_rate`, `model_dir=runs/x`), for code that calls the library;
+`error.as_flags()` writes them as flags (`--learning_rate`, `--model_dir=runs/x`), for the
+commands.
+"""
+
+import re
+
+_OPEN, _EQUALS, _CLOSE = "\x1e", "\x1d", "\x1f"  # Control characters: never in a path.
+_MARKED = re.compile(f"{_OPEN}([^{_EQUALS}{_CLOSE}]*)(?:{_EQUALS}([^{_CLOSE}]*))?{_CLOSE}")
+
+
+def setting(name: str, value: object = None) -> str:
+    """A setting's name, or `name=value`, marked for either way of writing it."""
+    if value is None:
+        return f"{_OPEN}{name}{_CLOSE}"
+    return f"{_OPEN}{name}{_EQUALS}{value}{_CLOSE}"
+
+
+def _as_argument(match: re.Match) -> str:
+    name, value = match.groups()
+    return name if value is None else f"{name}={value}"
+
+
+def _as_flag(match: re.Match) -> str:
+    name, value = match.groups()
+    if value == "True":
+        return f"--{name}"
+    if value == "False":
+        return f"--no{name}"
+    return f"--{name}" if value is None else f"--{name}={value}"
 
 
 class UserError(Exception):
     """Something wrong with the input or the environment, with the fix in its message."""
+
+    def __init__(self, message: str):
+        super().__init__(_MARKED.sub(_as_argument, message))
+        self.marked = message
+
+    def as_flags(self) -> str:
+        """The message with its settings written as command-line flags."""
+        return _MARKED.sub(_as_flag, self.marked)
 
 
 class DatasetUnavailableError(UserError):

@@ -6,27 +6,33 @@ Prints accuracy, loss, per-class precision and recall and the confusion matrix; 
 
 from absl import flags
 
-from mnist_rnn import cli, data, evaluation, inference
-
-cli.define_model_flag()
-flags.DEFINE_string("output_dir", None, "Where to write the report files (default: none).")
+from mnist_rnn import cli
 
 FLAGS = flags.FLAGS
 
 
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+    cli.define_model_flag(flag_values)
+    cli.define_dataset_flags(flag_values)
+    flags.DEFINE_string("output_dir", None, "Where to write the report files (default: none).",
+                        flag_values=flag_values)
+
+
 def main(argv):
     del argv
-    predictor = inference.load(FLAGS.model)
+    from mnist_rnn import data, report, serving  # TensorFlow loads once the flags are valid.
+
+    predictor = serving.load(FLAGS.model)
     name = data.resolve_dataset(FLAGS.dataset, FLAGS.data_dir)
     datasets = data.load_datasets(name, predictor.timesteps, batch_size=500,
                                   data_dir=FLAGS.data_dir)
-    report, error_images = evaluation.evaluate(predictor, datasets.test)
-    report["dataset"] = name
-    print(evaluation.format_report(report))
+    evaluation, error_images = report.build_report(
+        report.test_pass(predictor, datasets.test), predictor.path, name, datasets.test)
+    print(report.format_report(evaluation))
     if FLAGS.output_dir:
-        evaluation.write_report(report, error_images, FLAGS.output_dir)
+        report.write_report(evaluation, error_images, FLAGS.output_dir)
         print(f"Wrote the report to {FLAGS.output_dir}")
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, define_flags)

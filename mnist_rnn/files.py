@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 
-from mnist_rnn.errors import OutputError
+from mnist_rnn.errors import OutputError, setting
 
 TMP_MARK = ".tmp-"
 
@@ -98,11 +98,26 @@ def remove_stale_tmp(directory):
                 os.remove(target)
 
 
-def ensure_writable_dir(path, flag="--model_dir"):
-    """Creates `path` if needed; raises OutputError with a one-line reason if it cannot be written."""
+def ensure_writable_dir(path, setting_name: str = "model_dir") -> None:
+    """Creates `path` if needed; raises OutputError with a one-line reason, naming the setting
+    that gave the path, if it cannot be written."""
     try:
         os.makedirs(path, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
-        raise OutputError(f"cannot write to {flag}={path}: {e.strerror or e}") from None
+        raise OutputError(
+            f"cannot write to {setting(setting_name, path)}: {e.strerror or e}") from None
+
+
+def write_or_fail(write, *args) -> None:
+    """Runs the file write `write(*args)`; a full disk or a read-only directory becomes one
+    OutputError naming the file. The previous file is kept: every write here goes via a
+    temporary."""
+    try:
+        write(*args)
+    except OSError as e:
+        raise OutputError(
+            f"cannot write to {getattr(e, 'filename', None) or args[-1]}: "
+            f"{e.strerror or e}; the previous files are kept"
+        ) from None

@@ -5,10 +5,9 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from mnist_rnn.config import SIDE as SIZE
 from mnist_rnn.errors import ImageError
 
-SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".npy")
-SIZE = 28
 BOX = 20  # MNIST fits each digit in a 20x20 box, centred by mass in the 28x28 frame.
 INK = 32  # Pixels above this count as ink when cropping.
 

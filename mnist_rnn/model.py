@@ -1,31 +1,25 @@
 """The two LSTM classifiers: static (unrolled, like tf.nn.static_rnn) and dynamic (looped,
 like tf.nn.dynamic_rnn). Both feed the final hidden state h to a Dense(10) of logits."""
 
+from mnist_rnn import sequences
 from mnist_rnn.compat import keras
-
-from mnist_rnn import data
-
-RNNS = ("static", "dynamic")
-NUM_CLASSES = 10
-VARIABLE_LENGTH_NEEDS_DYNAMIC = (
-    "--variable_length needs --rnn=dynamic: the static model is unrolled into one fixed "
-    "sequence length, so it cannot run sequences of their own lengths"
-)
+from mnist_rnn.config import NUM_CLASSES, PIXELS, RNNS
 
 
 @keras.saving.register_keras_serializable(package="mnist_rnn")
 class StripBlankSteps(keras.layers.Layer):
     """Drops each sequence's blank leading and trailing steps and pads the batch with
-    data.PAD, which the Masking layer after it hides from the LSTM."""
+    sequences.PAD, which the Masking layer after it hides from the LSTM."""
 
-    def call(self, sequences):
-        return data.strip_blank_steps(sequences)
+    def call(self, inputs):
+        return sequences.strip_blank_steps(inputs)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], None, input_shape[2])
 
 
-def build_model(rnn, units, timesteps, features, seed=None, variable_length=False):
+def build_model(rnn: str, units: int, timesteps: int, features: int, seed: int | None = None,
+                variable_length: bool = False) -> keras.Model:
     """An uncompiled LSTM classifier of [batch, time, features] sequences -> [batch, 10] logits.
 
     static: the graph holds one cell per step, so the input length is fixed to `timesteps`.
@@ -37,12 +31,14 @@ def build_model(rnn, units, timesteps, features, seed=None, variable_length=Fals
         raise ValueError(f"unknown rnn {rnn!r}: use one of {', '.join(RNNS)}")
     static = rnn == "static"
     if variable_length and static:
-        raise ValueError(VARIABLE_LENGTH_NEEDS_DYNAMIC)
+        raise ValueError(
+            "variable_length needs rnn='dynamic': the static model is unrolled into one fixed "
+            "sequence length, so it cannot run sequences of their own lengths")
     inputs = keras.Input(shape=(timesteps if static else None, features), name="sequences")
     x = inputs
     if variable_length:
         x = StripBlankSteps(name="strip_blank_steps")(x)
-        x = keras.layers.Masking(mask_value=data.PAD, name="mask_padding")(x)
+        x = keras.layers.Masking(mask_value=sequences.PAD, name="mask_padding")(x)
     # LSTM(return_sequences=False) returns the final h, the original's `final_state.h`.
     hidden = keras.layers.LSTM(
         units,
@@ -57,8 +53,8 @@ def build_model(rnn, units, timesteps, features, seed=None, variable_length=Fals
     return keras.Model(inputs, logits, name=f"{rnn}_lstm")
 
 
-def compile_model(model, learning_rate, jit_compile=False, steps_per_execution=1,
-                  accuracy=True):
+def compile_model(model: keras.Model, learning_rate: float, jit_compile: bool = False,
+                  steps_per_execution: int = 1, accuracy: bool = True) -> keras.Model:
     """Adam on sparse cross-entropy from logits; softmax is never applied before the loss.
     accuracy: also track training accuracy (shown in the progress bar)."""
     model.compile(
@@ -69,3 +65,8 @@ def compile_model(model, learning_rate, jit_compile=False, steps_per_execution=1
         jit_compile=jit_compile,
     )
     return model
+
+
+def model_timesteps(model: keras.Model) -> int:
+    """The steps per image a model reads, derived from its features per step."""
+    return PIXELS // model.input_shape[-1]

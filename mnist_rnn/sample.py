@@ -17,7 +17,8 @@ import sys
 import numpy as np
 import tensorflow_datasets as tfds
 
-NUM_CLASSES = 10
+from mnist_rnn.config import NUM_CLASSES, PIXELS, SIDE
+
 TRAIN_PER_CLASS = 400
 TEST_PER_CLASS = 100
 SAMPLE_FILE = "mnist_sample.npz"
@@ -56,7 +57,7 @@ class MnistSample(tfds.core.GeneratorBasedBuilder):
             description=__doc__,
             features=tfds.features.FeaturesDict(
                 {
-                    "image": tfds.features.Image(shape=(28, 28, 1)),
+                    "image": tfds.features.Image(shape=(SIDE, SIDE, 1)),
                     "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
                 }
             ),
@@ -82,10 +83,10 @@ def convert_csv(csv_path, npz_path):
     opener = gzip.open if str(csv_path).endswith(".gz") else open
     with opener(csv_path, "rt") as f:
         rows = np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=2)
-    if rows.shape[1] != 785 or rows.min() < 0 or rows.max() > 255:
-        raise ValueError(f"{csv_path}: expected rows of 784 pixels (0-255) and a label")
-    images = rows[:, :784].astype(np.uint8).reshape(-1, 28, 28)
-    labels = rows[:, 784].astype(np.uint8)
+    if rows.shape[1] != PIXELS + 1 or rows.min() < 0 or rows.max() > 255:
+        raise ValueError(f"{csv_path}: expected rows of {PIXELS} pixels (0-255) and a label")
+    images = rows[:, :PIXELS].astype(np.uint8).reshape(-1, SIDE, SIDE)
+    labels = rows[:, PIXELS].astype(np.uint8)
     np.savez_compressed(npz_path, images=images, labels=labels)
     return images, labels
 

@@ -1,8 +1,7 @@
-import os
-
 import pytest
 
-from mnist_rnn import data, training
+from helpers import tiny_config
+from mnist_rnn import data, trainer
 
 
 @pytest.fixture(scope="session")
@@ -17,20 +16,9 @@ def sample(tfds_dir):
                               data_dir=tfds_dir)
 
 
-def tiny_config(tmp_dir, tfds_dir, **overrides):
-    """A config that trains in seconds on the sample and clearly beats chance."""
-    config = training.TrainConfig(
-        rnn="dynamic", units=32, learning_rate=0.01, epochs=1, dataset="mnist_sample",
-        data_dir=tfds_dir, model_dir=os.path.join(str(tmp_dir), "model"), verbose=0,
-    )
-    for name, value in overrides.items():
-        setattr(config, name, value)
-    return config
-
-
 @pytest.fixture(scope="session", params=["static", "dynamic"])
 def trained(request, tmp_path_factory, tfds_dir):
     """(config, model, metrics) of one short training run per variant, shared by tests."""
     config = tiny_config(tmp_path_factory.mktemp(request.param), tfds_dir, rnn=request.param)
-    model, metrics = training.train_and_evaluate(config)
+    model, metrics = trainer.train_and_evaluate(config)
     return config, model, metrics

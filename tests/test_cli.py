@@ -1,21 +1,20 @@
 """The training CLI end to end, in subprocesses, as a user runs it."""
 
 import json
+import math
 import os
-import pathlib
 import subprocess
 import sys
 
 import pytest
+from absl import flags
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from helpers import ROOT, run_module
+from mnist_rnn import train, trainer
 
 
 def run_train(*args, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "mnist_rnn.train", *args],
-        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-    )
+    return run_module("mnist_rnn.train", *args, timeout=timeout)
 
 
 def test_flagfile_then_overrides_trains_saves_and_exports(tmp_path, tfds_dir):
@@ -39,13 +38,8 @@ def test_flagfile_then_overrides_trains_saves_and_exports(tmp_path, tfds_dir):
 
 def parse_flagfile(name):
     """The train command's flags, parsed from flags/NAME into fresh FlagValues."""
-    from absl import flags
-
-    from mnist_rnn import train
-
     fv = flags.FlagValues()
-    for flag in flags.FLAGS.get_key_flags_for_module(train):
-        fv[flag.name] = flag  # Same definitions, fresh values.
+    train.define_flags(fv)
     fv(["prog", f"--flagfile={ROOT / 'flags' / name}"])
     return fv
 
@@ -61,22 +55,18 @@ def test_both_flagfiles_parse_to_the_original_programs():
     for name, values in expected.items():
         fv = parse_flagfile(name)
         assert {k: fv[k].value for k in values} == values, name
-        fv.unparse_flags()
+        assert train.config_from_flags(fv).model_dir == f"runs/{values['rnn']}"
 
 
 def test_best_flagfile_reaches_its_target_on_the_sample(tmp_path, tfds_dir):
     """flags/best.flags promises 0.96 on the sample; its time is the benchmark's business."""
-    from mnist_rnn import train, training
-
-    fv = parse_flagfile("best.flags")
-    config = train.config_from_flags(fv)
-    fv.unparse_flags()
+    config = train.config_from_flags(parse_flagfile("best.flags"))
     assert config.target_accuracy == 0.96
     config.dataset, config.data_dir, config.verbose = "mnist_sample", tfds_dir, 0
     config.model_dir, config.export = str(tmp_path / "best"), False
-    _, metrics = training.train_and_evaluate(config)
+    _, metrics = trainer.train_and_evaluate(config)
     assert metrics["reached_target"] and metrics["final_test_accuracy"] >= 0.96
-    cap = config.epochs * -(-metrics["dataset"]["train_size"] // config.batch_size)
+    cap = config.epochs * math.ceil(metrics["dataset"]["train_size"] / config.batch_size)
     assert metrics["steps"] < cap  # Stopped by the target, not the epoch cap.
 
 
@@ -84,7 +74,8 @@ def test_best_flagfile_reaches_its_target_on_the_sample(tmp_path, tfds_dir):
     ("--timesteps=30", "--timesteps must divide 784"),
     ("--rnn=gru", "value should be one of <static|dynamic>"),
     ("--learning_rate=0", "--learning_rate must be > 0"),
-    ("--target_accuracy=1.5", "--target_accuracy=1.5: 1.5 is not a number in the range [0.0, 1.0]"),
+    ("--target_accuracy=1.5",
+     "--target_accuracy=1.5: 1.5 is not a number in the range [0.0, 1.0]"),
     ("--units=0", "--units=0: 0 is not a positive integer"),
     ("--dataset=cifar", "value should be one of <auto|mnist|mnist_sample>"),
     ("--flagfile=no/such.flags", "no/such.flags"),
@@ -111,3 +102,25 @@ def test_helpfull_lists_the_flags():
     for flag in ("--rnn", "--units", "--timesteps", "--eval_every_steps", "--target_accuracy",
                  "--dataset", "--model_dir", "--[no]export", "--[no]dry_run"):
         assert flag in result.stdout, flag
+
+
+LAYERS = """
+import importlib, sys
+heavy = ("tensorflow", "tensorflow_datasets")
+for module in sys.argv[1:]:
+    importlib.import_module(module)
+    print(module, [name for name in heavy if name in sys.modules])
+"""
+
+
+def test_each_layer_imports_only_what_it_needs():
+    """The commands check their flags before TensorFlow loads (and can all be imported in one
+    process); a model and its serving never need TFDS."""
+    commands = ["mnist_rnn.train", "mnist_rnn.predict", "mnist_rnn.evaluate",
+                "mnist_rnn.compare.__main__"]
+    result = subprocess.run([sys.executable, "-c", LAYERS, *commands, "mnist_rnn.model",
+                             "mnist_rnn.serving"], capture_output=True, text=True, timeout=120,
+                            cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [f"{m} []" for m in commands] + [
+        "mnist_rnn.model ['tensorflow']", "mnist_rnn.serving ['tensorflow']"]

@@ -1,7 +1,7 @@
 """Static vs dynamic, measured: graph facts, variable-length masking, the compare CLI."""
 
+import io
 import json
-import pathlib
 import subprocess
 import sys
 
@@ -10,15 +10,15 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import tiny_config
-from mnist_rnn import comparison, data, graphs, model as model_lib, sample, training
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from helpers import ROOT, tiny_config
+from mnist_rnn import data, graphs, sample, sequences, trainer
+from mnist_rnn.compare import runner
+from mnist_rnn.model import build_model, compile_model
 
 
 def facts(rnn, timesteps, **kwargs):
-    model = model_lib.build_model(rnn, 8, timesteps, 784 // timesteps, seed=0, **kwargs)
-    return graphs.graph_facts(model_lib.compile_model(model, 0.01))
+    model = build_model(rnn, 8, timesteps, 784 // timesteps, seed=0, **kwargs)
+    return graphs.graph_facts(compile_model(model, 0.01))
 
 
 def test_static_graph_grows_with_timesteps_and_holds_one_cell_per_step():
@@ -36,7 +36,7 @@ def test_dynamic_graph_is_one_loop_whatever_the_length():
 
 
 def test_tensorboard_graph_is_written(tmp_path):
-    model = model_lib.compile_model(model_lib.build_model("dynamic", 8, 28, 28), 0.01)
+    model = compile_model(build_model("dynamic", 8, 28, 28), 0.01)
     graphs.write_tensorboard_graph(model, str(tmp_path))
     events = list(tmp_path.glob("events.out.tfevents.*"))
     assert len(events) == 1
@@ -47,38 +47,38 @@ def test_tensorboard_graph_is_written(tmp_path):
 
 def digits(*indices, timesteps=28):
     images, _ = sample.load_arrays()
-    return data.to_sequences(images[list(indices)], timesteps).numpy()
+    return sequences.to_sequences(images[list(indices)], timesteps).numpy()
 
 
 @pytest.mark.parametrize("timesteps", [28, 784])
 def test_stripping_drops_blank_leading_and_trailing_steps(timesteps):
     x = digits(0, 4500, timesteps=timesteps)
-    stripped = data.strip_blank_steps(x).numpy()
-    lengths = [int(data.sequence_length(s)) for s in x]
+    stripped = sequences.strip_blank_steps(x).numpy()
+    lengths = [int(sequences.sequence_length(s)) for s in x]
     assert stripped.shape[1] == max(lengths) < timesteps
     for row, sequence, length in zip(stripped, x, lengths):
         ink = np.flatnonzero(sequence.max(axis=1) > 0)
         assert length == ink[-1] - ink[0] + 1
         np.testing.assert_array_equal(row[:length], sequence[ink[0]:ink[-1] + 1])
-        assert (row[length:] == data.PAD).all()
+        assert (row[length:] == sequences.PAD).all()
 
 
 def test_a_blank_image_keeps_one_step():
     blank = np.zeros((1, 28, 28), np.float32)
-    assert int(data.sequence_length(blank[0])) == 1
-    assert data.strip_blank_steps(blank).shape == (1, 1, 28)
+    assert int(sequences.sequence_length(blank[0])) == 1
+    assert sequences.strip_blank_steps(blank).shape == (1, 1, 28)
 
 
 def test_masking_gives_the_same_logits_as_the_unpadded_sequence():
-    model = model_lib.build_model("dynamic", 16, 28, 28, seed=0, variable_length=True)
-    plain = model_lib.build_model("dynamic", 16, 28, 28, seed=0)
+    model = build_model("dynamic", 16, 28, 28, seed=0, variable_length=True)
+    plain = build_model("dynamic", 16, 28, 28, seed=0)
     plain.set_weights(model.get_weights())
     x = digits(0, 1000, 2500, 4500)
-    lengths = [int(data.sequence_length(s)) for s in x]
+    lengths = [int(sequences.sequence_length(s)) for s in x]
     assert len(set(lengths)) > 1  # The batch really is padded.
     batched = model(x).numpy()
     for i, sequence in enumerate(x):
-        own_length_only = data.strip_blank_steps(sequence[None]).numpy()
+        own_length_only = sequences.strip_blank_steps(sequence[None]).numpy()
         assert own_length_only.shape[1] == lengths[i]
         np.testing.assert_allclose(batched[i], plain(own_length_only).numpy()[0], atol=1e-5)
 
@@ -89,16 +89,16 @@ def test_variable_length_batches_are_bucketed(tfds_dir):
     assert len(batches) == ds.steps_per_epoch and sum(len(y) for _, y in batches) == 4000
     spans = []
     for x, _ in batches:
-        lengths = [int(data.sequence_length(s)) for s in x]
+        lengths = [int(sequences.sequence_length(s)) for s in x]
         bucket = np.searchsorted(ds.bucket_boundaries, lengths, side="right")
         assert len(set(bucket)) == 1  # One length bucket per batch.
-        spans.append(data.strip_blank_steps(x).shape[1])
+        spans.append(sequences.strip_blank_steps(x).shape[1])
     assert np.mean(spans) < 24  # Well under the 28 rows of a fixed-length batch.
 
 
 def test_static_rejects_variable_length_saying_why():
-    with pytest.raises(ValueError, match="needs --rnn=dynamic: the static model is unrolled"):
-        model_lib.build_model("static", 8, 28, 28, variable_length=True)
+    with pytest.raises(ValueError, match="needs rnn='dynamic': the static model is unrolled"):
+        build_model("static", 8, 28, 28, variable_length=True)
     result = subprocess.run([sys.executable, "-m", "mnist_rnn.train", "--rnn=static",
                              "--variable_length"], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
@@ -107,12 +107,12 @@ def test_static_rejects_variable_length_saying_why():
 
 def test_variable_length_training_saves_and_serves(tmp_path, tfds_dir):
     config = tiny_config(tmp_path, tfds_dir, variable_length=True)
-    model, metrics = training.train_and_evaluate(config, out=__import__("io").StringIO())
+    model, metrics = trainer.train_and_evaluate(config, out=io.StringIO())
     assert metrics["final_test_accuracy"] > 0.4
     served = tf.saved_model.load(f"{config.model_dir}/saved_model")
     images = sample.load_arrays()[0][:8]
     probabilities = served.signatures["serving_default"](images=tf.constant(images))
-    expected = tf.nn.softmax(model(data.to_sequences(images, 28))).numpy()
+    expected = tf.nn.softmax(model(sequences.to_sequences(images, 28))).numpy()
     np.testing.assert_allclose(probabilities["probabilities"].numpy(), expected, atol=1e-5)
 
 
@@ -130,7 +130,7 @@ def test_compare_cli_end_to_end(tmp_path, tfds_dir):
         ("static", 28, False), ("dynamic", 28, False), ("dynamic", 28, True)]
     for row in rows:
         assert row["status"] == "ok"
-        for field in comparison.ROW_FIELDS:
+        for field in runner.ROW_FIELDS:
             assert row.get(field) is not None, field
         assert row["time_to_first_step_s"] > 0 and row["samples_per_s"] > 0
         assert row["accepts_other_length"] == (row["rnn"] == "dynamic")
@@ -146,9 +146,9 @@ def test_compare_cli_end_to_end(tmp_path, tfds_dir):
 
 def test_a_configuration_past_its_compile_timeout_is_reported_not_waited_for(tmp_path,
                                                                             tfds_dir):
-    report = comparison.compare([28], str(tmp_path), units=8, steps=2, compile_timeout=0.0,
-                                dataset="mnist_sample", data_dir=tfds_dir,
-                                variable_length=False, log=lambda line: None)
+    report = runner.compare([28], str(tmp_path), units=8, steps=2, compile_timeout=0.0,
+                            dataset="mnist_sample", data_dir=tfds_dir, variable_length=False,
+                            log=lambda line: None)
     assert [r["status"] for r in report["rows"]] == ["compile_timeout", "compile_timeout"]
     assert "> 0.0" in (tmp_path / "compare.md").read_text()
     with Image.open(tmp_path / "compare.png") as chart:

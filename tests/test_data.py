@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from mnist_rnn import data, sample
+from mnist_rnn import data, sample, sequences
 
 
 @pytest.mark.parametrize("timesteps", [28, 7, 196, 784])
@@ -27,7 +27,7 @@ def test_pipeline_shapes_dtypes_and_range(tfds_dir, timesteps):
 
 def test_sequence_is_the_image_row_by_row():
     image = tf.reshape(tf.range(784, dtype=tf.int32) % 256, [28, 28, 1])
-    seq = data.to_sequence(tf.cast(image, tf.uint8), 28).numpy()
+    seq = sequences.to_sequences(tf.cast(image, tf.uint8), 28)[0].numpy()
     np.testing.assert_allclose(seq * 255, image.numpy()[..., 0], atol=1e-4)
 
 
@@ -177,7 +177,9 @@ def test_mnist_offline_fails_fast_with_one_line(tmp_path, silent_server):
             "mnist", str(tmp_path), probe=lambda: data.network_reachable(silent_server))
     assert time.monotonic() - began < 10
     message = str(err.value)
-    assert "\n" not in message and "--dataset=mnist_sample" in message
+    assert "\n" not in message and message.endswith("or use dataset=mnist_sample")
+    assert err.value.as_flags().endswith("pass --data_dir where it is prepared, or use "
+                                         "--dataset=mnist_sample")
 
 
 def test_auto_uses_mnist_when_downloadable(tmp_path):

@@ -10,12 +10,12 @@ import sys
 
 import pytest
 
+from helpers import ROOT
 from mnist_rnn import compat, distribute, errors
 from mnist_rnn.compat import keras
 
 pytestmark = pytest.mark.keras2
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 TESTS = pathlib.Path(__file__).resolve().parent
 
 MIRRORED = """
@@ -25,14 +25,14 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, sys.argv[3])
-from conftest import tiny_config
-from mnist_rnn import training
+from helpers import tiny_config
+from mnist_rnn import trainer
 results = {}
 for strategy in ("mirrored", "one_device"):
     out = io.StringIO()
     config = tiny_config(sys.argv[1] + "/" + strategy, sys.argv[2], max_steps=20,
                          eval_every_steps=10, export=False, distribution_strategy=strategy)
-    _, metrics = training.train_and_evaluate(config, out=out)
+    _, metrics = trainer.train_and_evaluate(config, out=out)
     results[strategy] = {"accuracy": metrics["final_test_accuracy"], "steps": metrics["steps"],
                          "log": out.getvalue()}
 print(json.dumps(results))

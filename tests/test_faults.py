@@ -10,14 +10,12 @@ import subprocess
 import sys
 import time
 
-from mnist_rnn.compat import keras
 import numpy as np
 import pytest
 
-from conftest import tiny_config
-from mnist_rnn import backup, errors, files, training
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from helpers import ROOT, tiny_config
+from mnist_rnn import checkpoint, errors, files, trainer
+from mnist_rnn.compat import keras
 
 
 def train_command(model_dir, tfds_dir, *extra):
@@ -61,8 +59,8 @@ def test_sigkill_then_the_same_command_resumes_to_the_same_result(uninterrupted,
     result = run(command)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Resuming from the backup at step {killed_at}" in result.stdout
-    resumed = training.load_metrics(model_dir)
-    reference = training.load_metrics(uninterrupted)
+    resumed = trainer.load_metrics(model_dir)
+    reference = trainer.load_metrics(uninterrupted)
     assert resumed["resumed_from_step"] == killed_at
     assert resumed["steps"] == reference["steps"] == 120
     assert resumed["final_test_accuracy"] == pytest.approx(reference["final_test_accuracy"],
@@ -100,23 +98,21 @@ def test_other_flags_are_refused_by_name_and_overwrite_starts_over(uninterrupted
         (uninterrupted / "backup" / "state.json").read_bytes())
     fresh = run(train_command(copy, tfds_dir, "--units=16", "--epochs=1", "--overwrite"))
     assert fresh.returncode == 0, fresh.stderr[-3000:]
-    metrics = training.load_metrics(copy)
+    metrics = trainer.load_metrics(copy)
     assert metrics["flags"]["units"] == 16 and metrics["steps"] == 40
     assert metrics["resumed_from_step"] == 0
 
 
-def test_backups_follow_evaluations_and_epoch_ends(tmp_path, tfds_dir):
+def test_backups_follow_evaluations_and_epoch_ends(tmp_path, tfds_dir, monkeypatch):
     config = tiny_config(tmp_path, tfds_dir, epochs=2, max_steps=70, eval_every_steps=25,
                          export=False)
     saved = []
-    original = backup.Backup.save
-    backup.Backup.save = lambda self, state: (saved.append(state["step"]), original(self, state))
-    try:
-        training.train_and_evaluate(config, out=io.StringIO())
-    finally:
-        backup.Backup.save = original
+    original = checkpoint.save
+    monkeypatch.setattr(checkpoint, "save", lambda model, directory, state: (
+        saved.append(state["step"]), original(model, directory, state)))
+    trainer.train_and_evaluate(config, out=io.StringIO())
     assert saved == [25, 40, 50, 70]  # Evaluations at 25 and 50, epoch ends at 40 and 70.
-    state = backup.load_state(os.path.join(config.model_dir, "backup"))
+    state = checkpoint.load_state(os.path.join(config.model_dir, "backup"))
     assert state["finished"] and state["step"] == 70
     assert not [n for n in os.listdir(os.path.join(config.model_dir, "backup"))
                 if n.endswith(".h5")]  # The final weights live in model.keras.
@@ -125,13 +121,15 @@ def test_backups_follow_evaluations_and_epoch_ends(tmp_path, tfds_dir):
 def test_nan_loss_stops_at_once_and_keeps_the_last_good_backup(tmp_path, tfds_dir):
     config = tiny_config(tmp_path, tfds_dir, learning_rate=1e38, backup_every_steps=1)
     with pytest.raises(errors.NumericalError) as err:
-        training.train_and_evaluate(config, out=io.StringIO())
+        trainer.train_and_evaluate(config, out=io.StringIO())
     message = str(err.value)
     assert "\n" not in message
     assert message.startswith("the training loss is nan at step 2: training stopped")
-    assert "the last good backup (step 1) is kept" in message and "--learning_rate" in message
+    assert "the last good backup (step 1) is kept" in message
+    assert message.endswith("; lower learning_rate")
+    assert err.value.as_flags().endswith("; lower --learning_rate")
     assert sorted(os.listdir(config.model_dir)) == ["backup"]  # No model was written.
-    state = backup.load_state(os.path.join(config.model_dir, "backup"))
+    state = checkpoint.load_state(os.path.join(config.model_dir, "backup"))
     assert state["step"] == 1 and os.path.exists(
         os.path.join(config.model_dir, "backup", state["weights"]))
 
@@ -140,10 +138,8 @@ def test_weights_that_are_not_finite_are_never_backed_up(tmp_path):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     model.compile(optimizer="adam", loss="mse")
     model.layers[0].kernel.assign(np.full((3, 2), np.nan, np.float32))
-    saver = backup.Backup(str(tmp_path), 1, None, None)
-    saver.set_model(model)
     with pytest.raises(errors.NumericalError, match="no longer finite at step 7"):
-        saver.save({"step": 7})
+        checkpoint.save(model, str(tmp_path), {"step": 7})
     assert os.listdir(tmp_path) == []
 
 
@@ -151,7 +147,7 @@ def test_weights_that_are_not_finite_are_never_backed_up(tmp_path):
 def test_a_failed_save_is_one_error_and_keeps_the_previous_files(tmp_path, tfds_dir,
                                                                  monkeypatch, code):
     config = tiny_config(tmp_path, tfds_dir, max_steps=5)
-    training.train_and_evaluate(config, out=io.StringIO())
+    trainer.train_and_evaluate(config, out=io.StringIO())
     model_file = pathlib.Path(config.model_dir) / "model.keras"
     before = model_file.read_bytes()
 
@@ -161,7 +157,7 @@ def test_a_failed_save_is_one_error_and_keeps_the_previous_files(tmp_path, tfds_
 
     monkeypatch.setattr(keras.Model, "save", failing_save)
     with pytest.raises(errors.OutputError) as err:
-        training.train_and_evaluate(
+        trainer.train_and_evaluate(
             tiny_config(tmp_path, tfds_dir, max_steps=6, overwrite=True), out=io.StringIO())
     assert os.strerror(code) in str(err.value) and "previous files are kept" in str(err.value)
     assert model_file.read_bytes() == before
@@ -203,8 +199,9 @@ def test_unreadable_backup_state_is_one_line(tmp_path, tfds_dir):
     os.makedirs(os.path.join(config.model_dir, "backup"))
     with open(os.path.join(config.model_dir, "backup", "state.json"), "w") as f:
         f.write('{"step": 1')  # Truncated.
-    with pytest.raises(errors.UserError, match="unreadable backup state .* --overwrite"):
-        training.train_and_evaluate(config, out=io.StringIO())
+    with pytest.raises(errors.UserError, match="unreadable backup state .* overwrite=True") as err:
+        trainer.train_and_evaluate(config, out=io.StringIO())
+    assert err.value.as_flags().endswith("rerun with --overwrite to start over")
 
 
 def test_corrupt_model_shows_a_traceback_only_when_asked(tmp_path):

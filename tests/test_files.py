@@ -53,5 +53,8 @@ def test_ensure_writable_dir_creates_and_checks(tmp_path):
     files.ensure_writable_dir(tmp_path / "a" / "b")
     assert (tmp_path / "a" / "b").is_dir()
     (tmp_path / "f").write_text("")
-    with pytest.raises(errors.OutputError, match=r"cannot write to --model_dir=.*/f/x"):
+    with pytest.raises(errors.OutputError, match=r"cannot write to model_dir=.*/f/x") as err:
         files.ensure_writable_dir(tmp_path / "f" / "x")
+    assert err.value.as_flags().startswith(f"cannot write to --model_dir={tmp_path}/f/x: ")
+    with pytest.raises(errors.OutputError, match=r"cannot write to output_dir=.*/f/x"):
+        files.ensure_writable_dir(tmp_path / "f" / "x", "output_dir")

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -75,7 +77,7 @@ def test_npy_arrays_uint8_and_float(tmp_path):
 ])
 def test_bad_arrays_are_rejected(tmp_path, array, message):
     np.save(tmp_path / "bad.npy", array)
-    with pytest.raises(errors.ImageError, match=r"bad\.npy: .*" + __import__("re").escape(message)):
+    with pytest.raises(errors.ImageError, match=r"bad\.npy: .*" + re.escape(message)):
         images.load_image(str(tmp_path / "bad.npy"))
 
 

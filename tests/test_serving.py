@@ -7,22 +7,17 @@ import pathlib
 import subprocess
 import sys
 
-from mnist_rnn.compat import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
-from mnist_rnn import errors, evaluation, inference, sample
+from helpers import run_module
+from mnist_rnn import errors, sample, serving
+from mnist_rnn.report import CONFUSION_PNG
+from mnist_rnn.compat import keras
 
 pytestmark = pytest.mark.keras2  # Core tests: also run under Keras 2.
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def run_module(module, *args, timeout=180):
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +95,9 @@ def digit_files(trained, test_digits, tmp_path):
 @pytest.mark.parametrize("artifact", ["model.keras", "saved_model"])
 def test_predict_files_gives_the_right_digits(trained, digit_files, artifact):
     config, _, _ = trained
-    predictor = inference.load(os.path.join(config.model_dir, artifact))
+    predictor = serving.load(os.path.join(config.model_dir, artifact))
     paths, labels = digit_files
-    results = inference.predict_files(predictor, paths, top_k=3)
+    results = serving.predict_files(predictor, paths, top_k=3)
     assert [r["class"] for r in results] == labels
     for r in results:
         assert len(r["top_k"]) == 3 and r["top_k"][0]["probability"] == r["probability"]
@@ -161,7 +156,7 @@ def broken_models(trained, tmp_path):
 def test_missing_or_corrupt_models_are_one_clear_error(broken_models):
     for name, path in broken_models.items():
         with pytest.raises(errors.ModelLoadError) as err:
-            inference.load(path)
+            serving.load(path)
         message = str(err.value)
         assert path in message and "\n" not in message, name
 
@@ -203,4 +198,4 @@ def test_training_writes_the_same_report(trained):
     config, _, metrics = trained
     report = json.loads((pathlib.Path(config.model_dir) / "evaluation.json").read_text())
     assert report["accuracy"] == pytest.approx(metrics["final_test_accuracy"], abs=1e-6)
-    assert (pathlib.Path(config.model_dir) / evaluation.CONFUSION_PNG).is_file()
+    assert (pathlib.Path(config.model_dir) / CONFUSION_PNG).is_file()

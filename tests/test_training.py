@@ -1,15 +1,15 @@
+import dataclasses
 import io
 import json
 import os
-import subprocess
-import sys
 
-from mnist_rnn.compat import keras
 import numpy as np
 import pytest
 
-from conftest import tiny_config
-from mnist_rnn import errors, training
+from helpers import tiny_config
+from mnist_rnn import errors, trainer
+from mnist_rnn.compat import keras
+from mnist_rnn.config import TrainConfig
 
 pytestmark = pytest.mark.keras2  # Core tests: also run under Keras 2.
 
@@ -24,7 +24,7 @@ def test_short_training_clearly_beats_chance(trained):
 
 def test_metrics_json_has_every_field(trained):
     config, _, metrics = trained
-    on_disk = training.load_metrics(config.model_dir)
+    on_disk = trainer.load_metrics(config.model_dir)
     assert on_disk == json.loads(json.dumps(metrics))
     for key in ("flags", "dataset", "evaluations", "final_test_accuracy", "final_test_loss",
                 "wall_time_s", "train_samples_per_s", "steps", "parameters"):
@@ -53,7 +53,7 @@ def test_save_load_gives_identical_predictions(trained, sample):
 def test_static_and_dynamic_learn_the_same(tmp_path, tfds_dir):
     """Same seed, same math: the two graphs train to (nearly) the same accuracy."""
     results = [
-        training.train_and_evaluate(
+        trainer.train_and_evaluate(
             tiny_config(tmp_path / rnn, tfds_dir, rnn=rnn, max_steps=15), out=io.StringIO()
         )[1]["final_test_accuracy"]
         for rnn in ("static", "dynamic")
@@ -65,7 +65,7 @@ def test_same_seed_same_metrics_and_weights(tmp_path, tfds_dir):
     runs = []
     for name in ("a", "b"):
         config = tiny_config(tmp_path / name, tfds_dir, max_steps=12, eval_every_steps=4)
-        model, metrics = training.train_and_evaluate(config, out=io.StringIO())
+        model, metrics = trainer.train_and_evaluate(config, out=io.StringIO())
         runs.append((model.get_weights(), metrics["evaluations"]))
     (weights_a, evals_a), (weights_b, evals_b) = runs
     assert [(e["step"], e["accuracy"], e["loss"]) for e in evals_a] == [
@@ -76,7 +76,7 @@ def test_same_seed_same_metrics_and_weights(tmp_path, tfds_dir):
 
 def test_a_different_seed_gives_a_different_run(tmp_path, tfds_dir):
     losses = {
-        training.train_and_evaluate(
+        trainer.train_and_evaluate(
             tiny_config(tmp_path / str(seed), tfds_dir, max_steps=10, seed=seed, export=False),
             out=io.StringIO(),
         )[1]["final_test_loss"]
@@ -88,7 +88,7 @@ def test_a_different_seed_gives_a_different_run(tmp_path, tfds_dir):
 def test_max_steps_and_eval_every_steps(tmp_path, tfds_dir):
     config = tiny_config(tmp_path, tfds_dir, epochs=3, max_steps=50, eval_every_steps=20,
                          export=False)
-    _, metrics = training.train_and_evaluate(config, out=io.StringIO())
+    _, metrics = trainer.train_and_evaluate(config, out=io.StringIO())
     assert metrics["steps"] == 50 and metrics["epochs_started"] == 2
     assert [e["step"] for e in metrics["evaluations"]] == [20, 40, 50]
     assert [e["epoch"] for e in metrics["evaluations"]] == [1, 1, 2]
@@ -97,7 +97,7 @@ def test_max_steps_and_eval_every_steps(tmp_path, tfds_dir):
 
 def test_target_accuracy_stops_training_early(tmp_path, tfds_dir):
     config = tiny_config(tmp_path, tfds_dir, epochs=5, eval_every_steps=5, target_accuracy=0.3)
-    _, metrics = training.train_and_evaluate(config, out=io.StringIO())
+    _, metrics = trainer.train_and_evaluate(config, out=io.StringIO())
     accuracies = [e["accuracy"] for e in metrics["evaluations"]]
     assert metrics["reached_target"] and accuracies[-1] >= 0.3
     assert all(a < 0.3 for a in accuracies[:-1])  # It stopped at the first evaluation past 0.3.
@@ -108,9 +108,9 @@ def test_target_accuracy_stops_training_early(tmp_path, tfds_dir):
 @pytest.mark.parametrize("steps, expected", [(0, 0), (1, 100), (40, 4000), (41, 4100),
                                              (80, 8000)])
 def test_samples_seen_counts_partial_last_batches(steps, expected):
-    assert training.samples_seen(steps, 100, 4000) == expected
-    assert training.samples_seen(2, 3000, 4000) == 4000  # 3000 then the last 1000.
-    assert training.samples_seen(3, 3000, 4000) == 7000
+    assert trainer.samples_seen(steps, 100, 4000) == expected
+    assert trainer.samples_seen(2, 3000, 4000) == 4000  # 3000 then the last 1000.
+    assert trainer.samples_seen(3, 3000, 4000) == 7000
 
 
 def test_unwritable_model_dir_fails_before_training(tmp_path, tfds_dir):
@@ -118,5 +118,23 @@ def test_unwritable_model_dir_fails_before_training(tmp_path, tfds_dir):
     blocker.write_text("not a directory")
     config = tiny_config(tmp_path, tfds_dir)
     config.model_dir = str(blocker / "model")
-    with pytest.raises(errors.OutputError, match="cannot write to --model_dir="):
-        training.train_and_evaluate(config)
+    with pytest.raises(errors.OutputError, match="cannot write to model_dir=") as err:
+        trainer.train_and_evaluate(config)
+    assert err.value.as_flags().startswith(f"cannot write to --model_dir={blocker}/model: ")
+
+
+def test_each_variant_gets_its_own_default_model_dir():
+    assert TrainConfig().model_dir == "runs/dynamic"
+    assert TrainConfig(rnn="static").model_dir == "runs/static"
+    assert TrainConfig(rnn="static", model_dir="elsewhere").model_dir == "elsewhere"
+
+
+def test_a_finished_run_on_another_dataset_is_refused(trained, sample):
+    """A finished run is reused only for the same settings and the same data."""
+    config, _, _ = trained
+    elsewhere = dataclasses.replace(sample, name="mnist")
+    with pytest.raises(errors.UserError, match="dataset mnist .the run in progress used "
+                                               "mnist_sample."):
+        trainer.train_and_evaluate(config, elsewhere, out=io.StringIO())
+    _, metrics = trainer.train_and_evaluate(config, sample, out=io.StringIO())
+    assert metrics["steps"] == 40  # The same data: the finished run, as it was.

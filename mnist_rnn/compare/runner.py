@@ -11,8 +11,8 @@ import sys
 import time
 
 from mnist_rnn import files
+from mnist_rnn.config import RNNS
 
-RNNS = ("static", "dynamic")
 TENSORBOARD_DIR = "tensorboard"
 ROW_FIELDS = ("rnn", "timesteps", "features", "variable_length", "status",
               "time_to_first_step_s", "ms_per_step", "samples_per_s", "peak_rss_mb",
@@ -23,7 +23,7 @@ ROW_FIELDS = ("rnn", "timesteps", "features", "variable_length", "status",
 def run_measurement(params, compile_timeout, timeout=900):
     """Runs measure.py on `params` in a subprocess. Returns its result row; when the first
     step is not done `compile_timeout` seconds after the model is ready, the row says so."""
-    command = [sys.executable, "-m", "mnist_rnn.measure", json.dumps(params)]
+    command = [sys.executable, "-m", "mnist_rnn.compare.measure", json.dumps(params)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, bufsize=1)
     row = {**params, "status": "error"}
@@ -72,7 +72,7 @@ def compare(timesteps_list, output_dir, units=128, batch_size=100, steps=50,
             log=print):
     """Measures static and dynamic at each timesteps value (and dynamic with variable-length
     batches when `variable_length`); writes the report files; returns the report dict."""
-    files.ensure_writable_dir(output_dir, flag="--output_dir")
+    files.ensure_writable_dir(output_dir, "output_dir")
     graph_timesteps = 28 if 28 in timesteps_list else min(timesteps_list)
     rows = []
     for timesteps in timesteps_list:

@@ -1,49 +1,88 @@
 """The evaluation report: accuracy, loss, per-class precision and recall, the confusion matrix,
 and pictures of it and of the most confidently wrong digits."""
 
+import dataclasses
+import math
 import os
 
 import numpy as np
 
 from mnist_rnn import files
+from mnist_rnn.config import NUM_CLASSES, SIDE
 
-NUM_CLASSES = 10
 REPORT_FILE = "evaluation.json"
 CONFUSION_PNG = "confusion_matrix.png"
 ERRORS_PNG = "confident_errors.png"
-EPSILON = 1e-7  # Keras clips probabilities the same way in its cross-entropy.
 
 
-def evaluate(predictor, test, worst=25):
-    """Runs `predictor` over the (sequences, labels) batches of `test`.
+@dataclasses.dataclass
+class TestPass:
+    """What one pass of a model over the test set gives; every test-set number comes from it."""
 
-    Returns (report dict, uint8 images [k, 28, 28] of the `worst` most confidently wrong digits).
-    """
-    labels, probabilities, sequences = [], [], []
+    labels: np.ndarray  # int [n]
+    log_probabilities: np.ndarray  # float32 [n, 10]
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.log_probabilities.argmax(axis=1)
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.predicted == self.labels).mean())
+
+    @property
+    def loss(self) -> float:
+        """Mean cross-entropy, as Keras computes it from logits."""
+        true = self.log_probabilities[np.arange(len(self.labels)), self.labels]
+        return float(-true.astype(np.float64).mean())
+
+
+def test_pass(predictor, test) -> TestPass:
+    """Runs `predictor` (a serving.Predictor) over the (sequences, labels) batches of `test`."""
+    labels, log_probabilities = [], []
     for x, y in test:
-        labels.append(y.numpy())
-        probabilities.append(predictor.predict_sequences(x))
-        sequences.append(x.numpy())
-    labels = np.concatenate(labels)
-    probabilities = np.concatenate(probabilities)
-    predicted = probabilities.argmax(axis=1)
+        labels.append(np.asarray(y))
+        log_probabilities.append(predictor.log_probabilities(x))
+    return TestPass(np.concatenate(labels).astype(np.int64), np.concatenate(log_probabilities))
+
+
+def test_images(test, indices) -> np.ndarray:
+    """uint8 images [k, 28, 28] of the test examples at `indices`, in that order: the data
+    alone, without running a model again."""
+    wanted = {int(i): k for k, i in enumerate(indices)}
+    images = np.zeros((len(indices), SIDE, SIDE), np.uint8)
+    start = 0
+    for x, _ in test:
+        x = np.asarray(x)
+        for i in range(start, start + len(x)):
+            if i in wanted:
+                images[wanted[i]] = np.round(x[i - start].reshape(SIDE, SIDE) * 255)
+        start += len(x)
+    return images
+
+
+def build_report(result: TestPass, model_path: str, dataset: str, test,
+                 worst: int = 25) -> tuple[dict, np.ndarray]:
+    """The report of one test pass, and uint8 images [k, 28, 28] of the `worst` most
+    confidently wrong digits (read again from `test`)."""
+    labels, predicted = result.labels, result.predicted
+    probabilities = np.exp(result.log_probabilities.astype(np.float64))
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
     np.add.at(confusion, (labels, predicted), 1)
-    true_p = np.clip(probabilities[np.arange(len(labels)), labels], EPSILON, 1.0)
 
     wrong = np.flatnonzero(predicted != labels)
     wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:worst]
-    images = np.round(np.concatenate(sequences)[wrong].reshape(-1, 28, 28) * 255).astype(np.uint8)
 
     diagonal = np.diag(confusion)
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = np.where(confusion.sum(0) > 0, diagonal / confusion.sum(0), 0.0)
         recall = np.where(confusion.sum(1) > 0, diagonal / confusion.sum(1), 0.0)
     report = {
-        "model": predictor.path,
+        "model": model_path,
+        "dataset": dataset,
         "examples": int(len(labels)),
-        "accuracy": float((predicted == labels).mean()),
-        "loss": float(-np.log(true_p).mean()),
+        "accuracy": result.accuracy,
+        "loss": result.loss,
         "per_class": [
             {"class": c, "precision": float(precision[c]), "recall": float(recall[c]),
              "support": int(confusion[c].sum())}
@@ -56,10 +95,10 @@ def evaluate(predictor, test, worst=25):
             for i in wrong
         ],
     }
-    return report, images
+    return report, test_images(test, wrong)
 
 
-def format_report(report):
+def format_report(report: dict) -> str:
     lines = [
         f"{report['examples']} test images: accuracy {report['accuracy']:.4f}, "
         f"loss {report['loss']:.4f}",
@@ -77,10 +116,11 @@ def format_report(report):
     return "\n".join(lines)
 
 
-def write_report(report, error_images, output_dir):
+def write_report(report: dict, error_images: np.ndarray, output_dir: str,
+                 setting_name: str = "output_dir") -> None:
     """evaluation.json and the two PNGs, each written crash-safe into `output_dir`."""
     plt = files.pyplot()
-    files.ensure_writable_dir(output_dir, flag="--output_dir")
+    files.ensure_writable_dir(output_dir, setting_name)
     files.write_json(os.path.join(output_dir, REPORT_FILE), report)
 
     confusion = np.array(report["confusion_matrix"])
@@ -98,7 +138,7 @@ def write_report(report, error_images, output_dir):
 
     count = len(error_images)
     columns = min(5, max(count, 1))
-    rows = max(1, -(-count // columns))
+    rows = max(1, math.ceil(count / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.9 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")

@@ -1,0 +1,190 @@
+"""The training loop's callbacks, one job each: time the steps, evaluate and stop, back up.
+
+Keras calls `on_train_batch_end` once per call into TensorFlow, with the epoch's last step run
+so far (`steps_per_execution` may run several); each callback here counts the run's steps
+from the step it started at, so a resumed run goes on counting where it stopped.
+"""
+
+import dataclasses
+import math
+import sys
+import time
+from typing import Callable, TextIO
+
+from mnist_rnn import checkpoint
+from mnist_rnn.compat import keras
+from mnist_rnn.errors import NumericalError
+
+WARMUP_STEPS = 5  # Steps left out of the steady-state speed: tracing, caches, allocation.
+
+
+class StepCallback(keras.callbacks.Callback):
+    """Keeps `self.step`, the run's steps done, and calls `on_steps_end` after each call."""
+
+    def __init__(self, start_step: int = 0):
+        super().__init__()
+        self.step = start_step
+        self._epoch_base = start_step
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_base = self.step
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step = self._epoch_base + batch + 1
+        self.on_steps_end(logs or {})
+
+    def on_steps_end(self, logs: dict) -> None:
+        pass
+
+
+class StepTimer(StepCallback):
+    """Wall time over all of a run's sessions, the time to its first step, and its steady
+    speed: steps per second inside the calls into TensorFlow once `warmup_steps` steps of this
+    session are done, which leaves out tracing, evaluations, backups and every callback."""
+
+    def __init__(self, start_step: int = 0, warmup_steps: int = WARMUP_STEPS,
+                 elapsed_before: float = 0.0, first_step_s: float | None = None,
+                 on_first_step: Callable[[float], None] | None = None):
+        super().__init__(start_step)
+        self.first_step_s = first_step_s
+        self._steady_from = start_step + warmup_steps
+        self._elapsed_before = elapsed_before
+        self._on_first_step = on_first_step
+        self._start = time.perf_counter()
+        self._call = (start_step, self._start)  # Step and time at the start of the last call.
+        self._steady_steps, self._steady_s = 0, 0.0
+
+    def elapsed(self) -> float:
+        """Seconds of the run so far, over all its sessions."""
+        return self._elapsed_before + time.perf_counter() - self._start
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._call = (self.step, time.perf_counter())
+
+    def on_steps_end(self, logs):
+        ended = time.perf_counter()
+        if self.first_step_s is None:
+            self.first_step_s = self.elapsed()
+            if self._on_first_step:
+                self._on_first_step(self.first_step_s)
+        began_step, began = self._call
+        if began_step >= self._steady_from:
+            self._steady_steps += self.step - began_step
+            self._steady_s += ended - began
+
+    def steady_steps_per_s(self) -> float | None:
+        """Steps per second after the warm-up; None before any such step."""
+        return self._steady_steps / self._steady_s if self._steady_steps else None
+
+
+@dataclasses.dataclass
+class Evaluation:
+    step: int
+    epoch: int  # 1-based, of the step.
+    accuracy: float
+    loss: float
+    time_s: float  # Of the run, when the evaluation ended.
+
+
+class EvaluateAndStop(StepCallback):
+    """Evaluates on the test set every `every_steps` steps (0: at each epoch end), with one
+    printed line; stops training at a non-finite loss, at `max_steps` and once test accuracy
+    reaches `target_accuracy` (0: neither).
+
+    `test_pass()` runs the model over the test set (a report.TestPass); the latest is kept
+    in `last_pass` for the final report. `clock()` gives the run's time."""
+
+    def __init__(self, test_pass: Callable, steps_per_epoch: int, clock: Callable[[], float],
+                 every_steps: int = 0, target_accuracy: float = 0.0, max_steps: int = 0,
+                 out: TextIO = sys.stdout, start_step: int = 0,
+                 history: list[Evaluation] | None = None, eval_time_s: float = 0.0):
+        super().__init__(start_step)
+        self.test_pass = test_pass
+        self.steps_per_epoch = steps_per_epoch
+        self.clock = clock
+        self.every_steps = every_steps
+        self.target_accuracy = target_accuracy
+        self.max_steps = max_steps
+        self.out = out
+        self.history = list(history or [])
+        self.eval_time_s = eval_time_s
+        self.last_pass = None
+        self.stopped = False
+
+    def on_steps_end(self, logs):
+        loss = float(logs.get("loss", 0.0))
+        if not math.isfinite(loss):
+            raise NumericalError(f"the training loss is {loss} at step {self.step}")
+        if self.every_steps and self.step % self.every_steps == 0:
+            self.evaluate()
+        if self.max_steps and self.step >= self.max_steps:
+            self.stop()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.every_steps:
+            self.evaluate()
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.model is not None:  # None when the run resumed with nothing left to train.
+            self.model.stop_training = True
+
+    def reached_target(self) -> bool:
+        return bool(self.target_accuracy and self.history
+                    and self.history[-1].accuracy >= self.target_accuracy)
+
+    def finished(self, epochs: int) -> bool:
+        """True once the run has nothing left to train."""
+        return (self.reached_target() or bool(self.max_steps and self.step >= self.max_steps)
+                or self.step >= epochs * self.steps_per_epoch)
+
+    def evaluate(self) -> Evaluation:
+        """The evaluation at the current step: run and printed once per step."""
+        evaluated = self.history and self.history[-1].step == self.step
+        if evaluated and self.last_pass is not None:
+            return self.history[-1]
+        began = time.perf_counter()
+        self.last_pass = self.test_pass()
+        self.eval_time_s += time.perf_counter() - began
+        if evaluated:  # Resumed at an evaluated step: the report needs the pass, not a line.
+            return self.history[-1]
+        result = Evaluation(self.step, max(1, math.ceil(self.step / self.steps_per_epoch)),
+                            self.last_pass.accuracy, self.last_pass.loss, self.clock())
+        self.history.append(result)
+        # Start on a fresh line when the progress bar is mid-line.
+        newline = "\n" if self.params and self.params.get("verbose") == 1 else ""
+        print(
+            f"{newline}time {result.time_s:8.1f}s  step {result.step:6d}  epoch {result.epoch:3d}  "
+            f"test accuracy {result.accuracy:.4f}  test loss {result.loss:.4f}",
+            file=self.out,
+            flush=True,
+        )
+        if self.reached_target():
+            print(f"reached target accuracy {self.target_accuracy}: stopping", file=self.out)
+            self.stop()
+        return result
+
+
+class Backup(StepCallback):
+    """Backs up to `directory` every `every_steps` steps (0: never mid-epoch) and at each epoch
+    end, with the state `state()` returns at that moment."""
+
+    def __init__(self, directory: str, every_steps: int, state: Callable[[], dict],
+                 start_step: int = 0):
+        super().__init__(start_step)
+        self.directory = directory
+        self.every_steps = every_steps
+        self.state = state
+        self._saved_step = None
+
+    def on_steps_end(self, logs):
+        if self.every_steps and self.step % self.every_steps == 0:
+            self.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.save()
+
+    def save(self) -> None:
+        if self.step != self._saved_step:
+            checkpoint.save(self.model, self.directory, self.state())
+            self._saved_step = self.step

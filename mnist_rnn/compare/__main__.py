@@ -1,0 +1,60 @@
+"""Static vs dynamic, measured: `python -m mnist_rnn.compare`.
+
+For each --timesteps value, trains the static and the dynamic LSTM (and the dynamic one on
+variable-length batches) in a process of its own, and reports graph size, time to the first
+step, step time, memory, SavedModel size and whether another length is accepted. Writes
+compare.json, compare.md, compare.png and tensorboard/ into --output_dir.
+"""
+
+from absl import flags
+
+from mnist_rnn import cli
+from mnist_rnn.config import TrainConfig, valid_timesteps
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+    d = TrainConfig()
+    fv = dict(flag_values=flag_values)
+    flags.DEFINE_list("timesteps", ["28", "112", "784"],
+                      "Sequence lengths to measure; each must divide 784.", **fv)
+    flags.DEFINE_integer("units", d.units, "LSTM units.", lower_bound=1, **fv)
+    flags.DEFINE_integer("batch_size", d.batch_size, "Training batch size.", lower_bound=1,
+                         **fv)
+    flags.DEFINE_integer("steps", 50, "Timed training steps, after the first and 3 warm-up "
+                         "steps.", lower_bound=1, **fv)
+    flags.DEFINE_string("output_dir", "runs/compare", "Where the report files go.", **fv)
+    flags.DEFINE_float("compile_timeout", 120.0,
+                       "Seconds a configuration may take to finish its first step (trace and "
+                       "compile); slower ones are reported as over the timeout.",
+                       lower_bound=0.0, **fv)
+    flags.DEFINE_bool("variable_length", True,
+                      "Also measure the dynamic model on variable-length batches.", **fv)
+    cli.define_dataset_flags(flag_values)
+    flags.register_validator(
+        "timesteps",
+        lambda values: all(v.isdigit() and int(v) in valid_timesteps() for v in values),
+        f"--timesteps must be a comma-separated list of divisors of 784: {valid_timesteps()}",
+        **fv)
+
+
+def main(argv):
+    del argv
+    from mnist_rnn import data  # TensorFlow loads once the flags are valid.
+    from mnist_rnn.compare import runner
+
+    dataset = data.resolve_dataset(FLAGS.dataset, FLAGS.data_dir)  # Probe once, not per run.
+    report = runner.compare(
+        [int(t) for t in FLAGS.timesteps], FLAGS.output_dir, units=FLAGS.units,
+        batch_size=FLAGS.batch_size, steps=FLAGS.steps, compile_timeout=FLAGS.compile_timeout,
+        dataset=dataset, data_dir=FLAGS.data_dir, variable_length=FLAGS.variable_length,
+    )
+    print()
+    print(runner.markdown(report))
+    print(f"Wrote compare.json, compare.md, compare.png and {runner.TENSORBOARD_DIR}/ to "
+          f"{FLAGS.output_dir}; see the graphs with: tensorboard --logdir {FLAGS.output_dir}")
+
+
+if __name__ == "__main__":
+    cli.run(main, define_flags)

@@ -1,0 +1,89 @@
+"""One static-vs-dynamic measurement, run in its own process so that its memory is its own.
+
+`python -m mnist_rnn.compare.measure '{"rnn": "static", "timesteps": 28, ...}'` prints JSON
+lines as it goes: {"event": "ready"}, {"event": "first_step", ...}, {"event": "result", ...},
+so that the parent (`runner.py`) can give up on a configuration that takes too long to compile
+and still keep what was measured.
+"""
+
+import json
+import math
+import os
+import resource
+import sys
+import tempfile
+
+
+def emit(event: str, **fields) -> None:
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def directory_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(root, name))
+               for root, _, names in os.walk(path) for name in names)
+
+
+def measure(rnn: str, timesteps: int, units: int = 128, batch_size: int = 100,
+            steps: int = 50, warmup: int = 3, seed: int = 0, dataset: str = "mnist_sample",
+            data_dir: str | None = None, variable_length: bool = False,
+            tensorboard_dir: str | None = None, learning_rate: float = 0.003) -> None:
+    """Trains `warmup + steps` steps after a first one with the set-up of mnist_rnn.train
+    (seeds, op determinism, pipeline, model, optimizer), but one step per call so that each
+    is timed; emits the timings, the graph facts, memory and the SavedModel's size."""
+    import numpy as np
+
+    from mnist_rnn import data, graphs, report, sequences, serving, trainer
+    from mnist_rnn.callbacks import StepTimer
+    from mnist_rnn.config import TrainConfig
+
+    config = TrainConfig(rnn=rnn, units=units, timesteps=timesteps, batch_size=batch_size,
+                         learning_rate=learning_rate, seed=seed, dataset=dataset,
+                         data_dir=data_dir, variable_length=variable_length)
+    trainer.seed(seed)
+    datasets = trainer.load_datasets(config, data.resolve_dataset(dataset, data_dir))
+    model = trainer.build(config, datasets, steps_per_execution=1)
+    total = 1 + warmup + steps
+    train = datasets.train_epochs(0, math.ceil(total / datasets.steps_per_epoch)).take(total)
+    # Steps the LSTM really runs: each batch's longest stripped sequence.
+    lengths = ([int(sequences.strip_blank_steps(x).shape[1]) for x, _ in train]
+               if variable_length else [timesteps])
+    emit("ready")
+    timer = StepTimer(warmup_steps=1 + warmup,
+                      on_first_step=lambda s: emit("first_step", time_to_first_step_s=s))
+    model.fit(train, epochs=1, steps_per_epoch=total, verbose=0, shuffle=False,
+              callbacks=[timer])
+    step_s = 1 / timer.steady_steps_per_s()
+    accuracy = report.test_pass(serving.from_keras_model(model), datasets.test).accuracy
+
+    try:
+        model.predict(np.zeros((1, max(1, timesteps // 2), datasets.features), np.float32),
+                      verbose=0)
+        accepts_other_length = True
+    except ValueError:
+        accepts_other_length = False
+
+    facts = graphs.graph_facts(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        serving.export_saved_model(model, os.path.join(tmp, "saved_model"))
+        saved_model_bytes = directory_bytes(os.path.join(tmp, "saved_model"))
+    if tensorboard_dir:
+        graphs.write_tensorboard_graph(model, tensorboard_dir)
+    emit(
+        "result",
+        rnn=rnn, timesteps=timesteps, features=datasets.features, units=units,
+        batch_size=batch_size, variable_length=variable_length, dataset=datasets.name,
+        steps=steps, time_to_first_step_s=timer.first_step_s,
+        ms_per_step=1000 * step_s,
+        samples_per_s=batch_size / step_s,
+        mean_timesteps_per_batch=float(np.mean(lengths)),
+        test_accuracy=accuracy,
+        trained_steps=total,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        saved_model_mb=saved_model_bytes / 2**20,
+        accepts_other_length=accepts_other_length,
+        **facts,
+    )
+
+
+if __name__ == "__main__":
+    measure(**json.loads(sys.argv[1]))

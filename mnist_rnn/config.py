@@ -1,0 +1,66 @@
+"""What a training run is made of: the problem's fixed shapes, the choices each setting allows,
+and `TrainConfig`, the one source of every training default.
+
+Imports nothing heavy, so that the commands check their flags before TensorFlow loads.
+"""
+
+import dataclasses
+
+SIDE = 28  # MNIST images are SIDE x SIDE pixels...
+PIXELS = SIDE * SIDE
+NUM_CLASSES = 10  # ...of the digits 0-9.
+
+RNNS = ("static", "dynamic")
+DATASETS = ("auto", "mnist", "mnist_sample")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+
+
+def valid_timesteps() -> list[int]:
+    """Every sequence length that splits a 784-pixel image into equal steps."""
+    return [t for t in range(1, PIXELS + 1) if PIXELS % t == 0]
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything `trainer.train_and_evaluate` needs to know; each field is also a flag of
+    `python -m mnist_rnn.train`."""
+
+    rnn: str = "dynamic"  # One of RNNS.
+    units: int = 128
+    timesteps: int = 28  # One of valid_timesteps().
+    batch_size: int = 100
+    learning_rate: float = 0.003
+    epochs: int = 10
+    max_steps: int = 0  # 0: no limit besides `epochs`.
+    eval_every_steps: int = 0  # 0: once per epoch.
+    target_accuracy: float = 0.0  # 0: off.
+    dataset: str = "auto"  # One of DATASETS.
+    data_dir: str | None = None  # None: TFDS's default.
+    model_dir: str | None = None  # None: runs/{rnn}.
+    seed: int = 0
+    export: bool = True  # Also write the SavedModel.
+    jit_compile: bool = False
+    # Steps per call into TensorFlow; lowered to fit every evaluation, backup and stop exactly.
+    steps_per_execution: int = 40
+    distribution_strategy: str = "auto"  # One of STRATEGIES.
+    variable_length: bool = False  # Dynamic only: each image's own length, bucketed batches.
+    backup_every_steps: int = 0  # 0: at each evaluation; always at each epoch end.
+    overwrite: bool = False  # Start over instead of resuming.
+    # Keras fit's display: 1 a progress bar, 2 a line per epoch, 0 none. How a run looks, not
+    # what it computes: the command line always shows the progress bar.
+    verbose: int = 1
+
+    def __post_init__(self):
+        if self.model_dir is None:
+            self.model_dir = f"runs/{self.rnn}"
+
+
+# Settings that may change between a run and its resumption: where files go, what is shown, and
+# the grouping of steps into calls (same steps, same results).
+RESUMABLE_FIELDS = frozenset({"model_dir", "data_dir", "export", "verbose", "overwrite",
+                              "steps_per_execution"})
+
+
+def run_defining(config: TrainConfig) -> dict:
+    """The settings that define a run's results: every field but RESUMABLE_FIELDS."""
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in RESUMABLE_FIELDS}

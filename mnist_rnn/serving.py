@@ -1,0 +1,167 @@
+"""A trained model in use: the SavedModel export, and one `Predictor` over a `.keras` file, a
+SavedModel or a model in memory.
+
+The SavedModel's signatures:
+- `serving_default`: `images` uint8 [batch, 28, 28] (what TF Serving clients send; the
+  preprocessing into sequences happens in the graph) -> `probabilities` float32 [batch, 10],
+  `class` int64 [batch].
+- `serve_sequences`: `sequences` float32 [batch, timesteps, features] in [0, 1], already
+  preprocessed as in training -> the same two outputs.
+"""
+
+import os
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from mnist_rnn import compat, images
+from mnist_rnn.compat import keras
+from mnist_rnn.config import PIXELS, SIDE
+from mnist_rnn.errors import ImageError, ModelLoadError
+from mnist_rnn.model import model_timesteps  # Also registers the model's custom layer.
+from mnist_rnn.sequences import to_sequences
+
+IMAGE_SIGNATURE = "serving_default"
+SEQUENCE_SIGNATURE = "serve_sequences"
+# A SavedModel gives probabilities, whose log is -inf once one underflows; Keras clips the same.
+MIN_PROBABILITY = 1e-7
+
+
+def _outputs(logits: tf.Tensor) -> dict:
+    return {
+        "probabilities": tf.nn.softmax(logits, axis=-1),
+        "class": tf.argmax(logits, axis=-1, output_type=tf.int64),
+    }
+
+
+def export_saved_model(model: keras.Model, path: str) -> None:
+    """Writes `model` as a SavedModel with the two signatures above to `path`."""
+    timesteps = model_timesteps(model)
+
+    def serve_images(images):
+        return _outputs(model(to_sequences(images, timesteps), training=False))
+
+    def serve_sequences(sequences):
+        return _outputs(model(sequences, training=False))
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        IMAGE_SIGNATURE, serve_images,
+        input_signature=[tf.TensorSpec([None, SIDE, SIDE], tf.uint8, name="images")],
+    )
+    archive.add_endpoint(
+        SEQUENCE_SIGNATURE, serve_sequences,
+        input_signature=[tf.TensorSpec([None, model.input_shape[1], model.input_shape[-1]],
+                                       tf.float32, name="sequences")],
+    )
+    compat.write_out(archive, path)
+
+
+class Predictor:
+    """One trained model, whatever its format: class probabilities of raw images, and
+    log-probabilities of preprocessed sequences (what evaluation needs)."""
+
+    def __init__(self, path: str, timesteps: int, images_fn: Callable,
+                 log_probabilities_fn: Callable):
+        self.path = path
+        self.timesteps = timesteps
+        self._images_fn = images_fn
+        self._log_probabilities_fn = log_probabilities_fn
+
+    def probabilities(self, digits) -> np.ndarray:
+        """uint8 images [n, 28, 28] -> float32 probabilities [n, 10]."""
+        return np.asarray(self._images_fn(np.asarray(digits, np.uint8)))
+
+    def log_probabilities(self, sequences) -> np.ndarray:
+        """float32 sequences [n, timesteps, features] -> float32 log-probabilities [n, 10]."""
+        return np.asarray(self._log_probabilities_fn(tf.convert_to_tensor(sequences, tf.float32)))
+
+
+def from_keras_model(model: keras.Model, path: str = "<in memory>") -> Predictor:
+    timesteps = model_timesteps(model)
+
+    @tf.function(reduce_retracing=True)
+    def log_probabilities(sequences):
+        return tf.nn.log_softmax(model(sequences, training=False), axis=-1)
+
+    @tf.function(reduce_retracing=True)
+    def probabilities(digits):
+        return tf.nn.softmax(model(to_sequences(digits, timesteps), training=False), axis=-1)
+
+    return Predictor(path, timesteps, probabilities, log_probabilities)
+
+
+def from_saved_model(loaded, path: str) -> Predictor:
+    signatures = loaded.signatures
+    missing = {IMAGE_SIGNATURE, SEQUENCE_SIGNATURE} - set(signatures)
+    if missing:
+        raise ModelLoadError(
+            f"{path}: SavedModel lacks the signature(s) {', '.join(sorted(missing))}; "
+            "re-export it with python -m mnist_rnn.train"
+        )
+    images_fn = signatures[IMAGE_SIGNATURE]
+    sequences_fn = signatures[SEQUENCE_SIGNATURE]
+    features = sequences_fn.structured_input_signature[1]["sequences"].shape[-1]
+
+    def log_probabilities(sequences):
+        probabilities = sequences_fn(sequences=sequences)["probabilities"]
+        return tf.math.log(tf.maximum(probabilities, MIN_PROBABILITY))
+
+    return Predictor(
+        path, PIXELS // features,
+        lambda digits: images_fn(images=tf.constant(digits))["probabilities"],
+        log_probabilities,
+    )
+
+
+def load(path: str) -> Predictor:
+    """A Predictor for `path`: a `.keras` file or a SavedModel directory."""
+    if not os.path.exists(path):
+        raise ModelLoadError(
+            f"model not found: {path}; pass a model.keras file or a saved_model/ directory "
+            "written by python -m mnist_rnn.train"
+        )
+    try:
+        if os.path.isdir(path):
+            if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+                raise ModelLoadError(f"{path}: not a SavedModel directory (no saved_model.pb)")
+            return from_saved_model(tf.saved_model.load(path), path)
+        return from_keras_model(keras.models.load_model(path), path)
+    except ModelLoadError:
+        raise
+    except Exception as e:  # Keras and TF raise many types for a damaged file.
+        cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(
+            f"cannot load model {path}: corrupt or not a model ({type(e).__name__}: "
+            f"{cause[:200]})"
+        ) from None
+
+
+def predict_files(predictor: Predictor, paths: list[str], invert: bool | None = None,
+                  top_k: int = 1) -> list[dict]:
+    """One result dict per path: file, class, probability, top_k; or file, error."""
+    results, digits, readable = [], [], []
+    for path in paths:
+        try:
+            digits.append(images.load_image(path, invert))
+            readable.append(len(results))
+            results.append({"file": path})
+        except ImageError as e:
+            results.append({"file": path, "error": str(e)})
+    if digits:
+        for i, p in zip(readable, predictor.probabilities(digits)):
+            ranked = p.argsort()[::-1][:top_k]
+            results[i].update(
+                {"class": int(ranked[0]), "probability": float(p[ranked[0]]),
+                 "top_k": [{"class": int(c), "probability": float(p[c])} for c in ranked]}
+            )
+    return results
+
+
+def format_result(result: dict) -> str:
+    if "error" in result:
+        return f"error: {result['error']}"
+    ranked = ", ".join(f"{t['class']} ({t['probability']:.3f})" for t in result["top_k"])
+    return f"{result['file']}: {ranked}"

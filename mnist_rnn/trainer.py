@@ -1,0 +1,289 @@
+"""Train, evaluate, save and export one LSTM classifier: `train_and_evaluate(config)`.
+
+Plain arguments only: `python -m mnist_rnn.train` maps its flags onto a `TrainConfig`; tests
+and notebooks build one directly, and may pass their own `datasets`.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+from typing import TextIO
+
+import tensorflow as tf
+
+from mnist_rnn import checkpoint, data, distribute, files, model as models, report, serving
+from mnist_rnn.callbacks import Backup, EvaluateAndStop, Evaluation, StepTimer
+from mnist_rnn.compat import keras
+from mnist_rnn.config import TrainConfig, run_defining
+from mnist_rnn.errors import NumericalError, UserError, setting
+
+MODEL_FILE = "model.keras"
+SAVED_MODEL_DIR = "saved_model"
+METRICS_FILE = "metrics.json"
+
+
+@dataclasses.dataclass
+class _Run:
+    """What a run is working with, once prepared."""
+
+    config: TrainConfig
+    strategy: tf.distribute.Strategy
+    out_dir: str  # model_dir for the chief; a private directory for other workers.
+    backup_dir: str  # The chief's, which is the run's: other workers only read it.
+    state: dict | None  # The backup's, when resuming.
+    dataset: str  # Its name.
+    datasets: data.Datasets | None = None
+    model: keras.Model | None = None
+
+    @property
+    def chief(self) -> bool:
+        return distribute.is_chief(self.strategy)
+
+    @property
+    def start_step(self) -> int:
+        return self.state["step"] if self.state else 0
+
+
+def train_and_evaluate(config: TrainConfig, datasets: data.Datasets | None = None,
+                       out: TextIO = sys.stdout) -> tuple[keras.Model, dict]:
+    """Trains per `config`, resuming from the backup in `config.model_dir` if there is one;
+    writes model.keras, saved_model/, metrics.json and the evaluation report there.
+
+    datasets: the data to use instead of `config.dataset` (tests inject their own).
+    Returns the trained model and the metrics written to metrics.json.
+    """
+    run = _prepare(config, datasets)
+    if run.state and run.state.get("finished"):
+        return _already_finished(config, run.state, out)
+    seed(config.seed)
+    run.datasets = run.datasets or load_datasets(config, run.dataset)
+    with run.strategy.scope():
+        # Keras 3 fails to run several steps per call over replicas: one step each there.
+        run.model = build(config, run.datasets, steps_per_execution=(
+            execution_steps(config, run.datasets.steps_per_epoch, run.start_step)
+            if run.strategy.num_replicas_in_sync == 1 else 1))
+    print(distribute.describe(run.strategy, config.batch_size), file=out)
+    print(_describe(run), file=out, flush=True)
+    if run.state:
+        with run.strategy.scope():
+            checkpoint.restore(run.model, run.backup_dir, run.state)
+        print(f"Resuming from the backup at step {run.start_step} in {run.backup_dir}", file=out)
+    timer, evaluator = _fit(run, out)
+    final = evaluator.evaluate()  # Runs only when the last step was not evaluated yet.
+    metrics = _metrics(run, timer, evaluator, final)
+    _write_outputs(run, metrics, evaluator.last_pass)
+    if not run.chief:
+        shutil.rmtree(run.out_dir, ignore_errors=True)  # Only the chief's files are the run's.
+        return run.model, metrics
+    # Only now is the run done: a kill before this line resumes and writes it all again.
+    files.write_or_fail(checkpoint.mark_finished, run.backup_dir, _state(run, timer, evaluator))
+    written = sorted(n for n in os.listdir(run.out_dir) if not n.endswith("_temp"))
+    print(f"Saved to {run.out_dir}: {', '.join(written)}", file=out)
+    return run.model, metrics
+
+
+def _prepare(config: TrainConfig, datasets: data.Datasets | None) -> _Run:
+    """Picks the strategy, checks and cleans the directories, reads the backup and refuses
+    to mix another run's settings or dataset into it."""
+    # Multi-worker strategies must exist before any other TensorFlow work.
+    strategy = distribute.make_strategy(config.distribution_strategy)
+    out_dir = distribute.write_dir(config.model_dir, strategy)
+    files.ensure_writable_dir(config.model_dir)
+    files.ensure_writable_dir(out_dir)
+    files.remove_stale_tmp(out_dir)
+    backup_dir = os.path.join(config.model_dir, checkpoint.BACKUP_DIR)
+    if distribute.is_chief(strategy):
+        checkpoint.prepare(backup_dir, config.overwrite)
+    state = checkpoint.load_state(backup_dir)
+    name = datasets.name if datasets else data.resolve_dataset(config.dataset, config.data_dir)
+    if state:
+        checkpoint.check_compatible(state, run_defining(config), name)
+    return _Run(config, strategy, out_dir, backup_dir, state, name, datasets)
+
+
+def seed(value: int, deterministic: bool = True) -> None:
+    """Seeds weights and data order; `deterministic`: also the ops (TensorFlow's op
+    determinism), so that the same seed on the same machine gives the same numbers."""
+    keras.utils.set_random_seed(value)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def load_datasets(config: TrainConfig, name: str) -> data.Datasets:
+    """The train and test pipelines of dataset `name` (resolved) as `config` wants them."""
+    return data.load_datasets(name, config.timesteps, config.batch_size, config.seed,
+                              config.data_dir, config.variable_length)
+
+
+def build(config: TrainConfig, datasets: data.Datasets, steps_per_execution: int,
+          accuracy: bool = True) -> keras.Model:
+    """The compiled model `config` describes, for sequences of `datasets`. accuracy: also
+    track training accuracy (the progress bar's)."""
+    model = models.build_model(config.rnn, config.units, datasets.timesteps, datasets.features,
+                               seed=config.seed, variable_length=config.variable_length)
+    return models.compile_model(model, config.learning_rate, config.jit_compile,
+                                steps_per_execution, accuracy)
+
+
+def _describe(run: _Run) -> str:
+    config, datasets = run.config, run.datasets
+    return (f"Training the {config.rnn} LSTM ({config.units} units, "
+            f"{run.model.count_params():,} parameters) on {datasets.name} "
+            f"({datasets.train_size:,} train / {datasets.test_size:,} test images), "
+            f"{datasets.timesteps} timesteps of {datasets.features} features")
+
+
+def execution_steps(config: TrainConfig, steps_per_epoch: int, start_step: int) -> int:
+    """The largest divisor of config.steps_per_execution that every step where something
+    must happen (evaluation, backup, max_steps, epoch end, the resumed start) is a multiple
+    of, since Keras runs callbacks only between executions."""
+    events = [steps_per_epoch, start_step % steps_per_epoch, config.eval_every_steps,
+              config.backup_every_steps, config.max_steps]
+    return math.gcd(config.steps_per_execution, *[e for e in events if e])
+
+
+def _fit(run: _Run, out: TextIO) -> tuple[StepTimer, EvaluateAndStop]:
+    """Trains from the run's start step to its end; returns the timer and the evaluator."""
+    config, datasets, state = run.config, run.datasets, run.state or {}
+    timer = StepTimer(run.start_step, elapsed_before=state.get("wall_time_s", 0.0),
+                      first_step_s=state.get("time_to_first_step_s"))
+    predictor = serving.from_keras_model(run.model, os.path.join(run.out_dir, MODEL_FILE))
+    evaluator = EvaluateAndStop(
+        lambda: report.test_pass(predictor, datasets.test), datasets.steps_per_epoch,
+        timer.elapsed, config.eval_every_steps, config.target_accuracy, config.max_steps, out,
+        run.start_step, [Evaluation(**e) for e in state.get("evaluations", [])],
+        state.get("eval_time_s", 0.0))
+    backup = Backup(os.path.join(run.out_dir, checkpoint.BACKUP_DIR),
+                    config.backup_every_steps or config.eval_every_steps,
+                    lambda: _state(run, timer, evaluator), run.start_step)
+    if evaluator.finished(config.epochs):
+        return timer, evaluator
+    try:
+        _fit_epochs(run, [timer, evaluator, backup], evaluator)
+    except NumericalError as e:
+        last = checkpoint.load_state(run.backup_dir)
+        kept = (f"the last good backup (step {last['step']}) is kept in {run.backup_dir}"
+                if last else "no backup was written yet")
+        raise NumericalError(f"{e.marked}: training stopped and nothing was saved; {kept}; "
+                             f"lower {setting('learning_rate')}") from None
+    return timer, evaluator
+
+
+def _fit_epochs(run: _Run, callbacks: list, evaluator: EvaluateAndStop) -> None:
+    """model.fit from the run's start step on. Every epoch has `steps_per_epoch` steps, so the
+    step alone says where a resumed run is in the data; a part-done epoch is finished first."""
+    config, datasets = run.config, run.datasets
+    steps = datasets.steps_per_epoch
+    epoch, done_in_epoch = divmod(run.start_step, steps)
+    fit = dict(callbacks=callbacks, verbose=config.verbose,
+               shuffle=False)  # The pipeline shuffles, seeded per epoch.
+    if done_in_epoch:
+        run.model.fit(datasets.train_epochs(epoch, epoch + 1, done_in_epoch),
+                      initial_epoch=epoch, epochs=epoch + 1,
+                      steps_per_epoch=steps - done_in_epoch, **fit)
+        epoch += 1
+    if epoch < config.epochs and not evaluator.stopped:
+        run.model.fit(datasets.train_epochs(epoch, config.epochs), initial_epoch=epoch,
+                      epochs=config.epochs, steps_per_epoch=steps, **fit)
+
+
+def _state(run: _Run, timer: StepTimer, evaluator: EvaluateAndStop) -> dict:
+    """What a backup records besides the weights."""
+    return {
+        "step": evaluator.step,
+        "evaluations": [dataclasses.asdict(e) for e in evaluator.history],
+        "eval_time_s": evaluator.eval_time_s,
+        "wall_time_s": timer.elapsed(),
+        "time_to_first_step_s": timer.first_step_s,
+        "flags": run_defining(run.config),
+        "dataset": run.dataset,
+    }
+
+
+def samples_seen(steps: int, batch_size: int, train_size: int,
+                 steps_per_epoch: int | None = None) -> int:
+    """Training samples in `steps` batches, counting each epoch's smaller last batch(es).
+    Exact for whole epochs; a part-done epoch counts full batches."""
+    steps_per_epoch = steps_per_epoch or math.ceil(train_size / batch_size)
+    full_epochs, rest = divmod(steps, steps_per_epoch)
+    return full_epochs * train_size + min(rest * batch_size, train_size)
+
+
+def _metrics(run: _Run, timer: StepTimer, evaluator: EvaluateAndStop,
+             final: Evaluation) -> dict:
+    """metrics.json: the settings, the data, every evaluation and the timings."""
+    config, datasets = run.config, run.datasets
+    wall_time_s = timer.elapsed()
+    train_time_s = wall_time_s - evaluator.eval_time_s
+    samples = samples_seen(evaluator.step, config.batch_size, datasets.train_size,
+                           datasets.steps_per_epoch)
+    steady = timer.steady_steps_per_s()
+    return {
+        "flags": dataclasses.asdict(config),
+        "dataset": {"name": datasets.name, "train_size": datasets.train_size,
+                    "test_size": datasets.test_size, "timesteps": datasets.timesteps,
+                    "features": datasets.features},
+        "parameters": run.model.count_params(),
+        "evaluations": [dataclasses.asdict(e) for e in evaluator.history],
+        "steps": evaluator.step,
+        "epochs_started": math.ceil(evaluator.step / datasets.steps_per_epoch),
+        "final_test_accuracy": final.accuracy,
+        "final_test_loss": final.loss,
+        "reached_target": evaluator.reached_target(),
+        "resumed_from_step": run.start_step,
+        "wall_time_s": wall_time_s,
+        "train_time_s": train_time_s,
+        "time_to_first_step_s": timer.first_step_s,
+        "train_samples": samples,
+        "train_samples_per_s": samples / train_time_s if train_time_s > 0 else None,
+        # Full batches after the warm-up: the speed a long run settles at.
+        "steady_train_samples_per_s": steady * config.batch_size if steady else None,
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    }
+
+
+def _write_outputs(run: _Run, metrics: dict, final_pass: report.TestPass) -> None:
+    """model.keras, saved_model/, metrics.json and the evaluation report, each crash-safe."""
+    save(run.model, run.out_dir, run.config.export)
+    files.write_or_fail(files.write_json, os.path.join(run.out_dir, METRICS_FILE), metrics)
+    evaluation, error_images = report.build_report(
+        final_pass, os.path.join(run.out_dir, MODEL_FILE), run.datasets.name,
+        run.datasets.test)
+    files.write_or_fail(report.write_report, evaluation, error_images, run.out_dir, "model_dir")
+
+
+def save(model: keras.Model, model_dir: str, saved_model: bool = True) -> None:
+    """model.keras always; the SavedModel for serving when `saved_model`."""
+    files.write_or_fail(files.save_model, model, os.path.join(model_dir, MODEL_FILE))
+    if saved_model:
+        files.write_or_fail(files.replace_dir,
+                            lambda path: serving.export_saved_model(model, path),
+                            os.path.join(model_dir, SAVED_MODEL_DIR))
+
+
+def _already_finished(config: TrainConfig, state: dict,
+                      out: TextIO) -> tuple[keras.Model, dict]:
+    try:
+        metrics = load_metrics(config.model_dir)
+        model = keras.models.load_model(os.path.join(config.model_dir, MODEL_FILE))
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"{config.model_dir} holds a finished run whose files are damaged ({e}); "
+            f"rerun with {setting('overwrite', True)} to train again"
+        ) from None
+    print(
+        f"{config.model_dir} already holds this run, finished at step {state['step']} with "
+        f"test accuracy {metrics['final_test_accuracy']:.4f}: nothing to do (overwrite it to "
+        "train again)",
+        file=out,
+    )
+    return model, metrics
+
+
+def load_metrics(model_dir: str) -> dict:
+    """The metrics.json of a finished run in `model_dir`."""
+    with open(os.path.join(model_dir, METRICS_FILE)) as f:
+        return json.load(f)
