@@ -20,7 +20,12 @@ def tiny_config(tmp_dir, tfds_dir, **overrides) -> TrainConfig:
     })
 
 
-def run_module(module: str, *args, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    """`python -m module args...` from the repository root, its output captured."""
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT, **kwargs)
+def run_python(*args, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """`python args...` from the repository root, its output captured."""
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, **kwargs)
+
+
+def run_module(module: str, *args, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m module args...`, as run_python."""
+    return run_python("-m", module, *args, **kwargs)

@@ -3,18 +3,14 @@ output, never in tests)."""
 
 import importlib.util
 import json
-import pathlib
-import subprocess
-import sys
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from helpers import ROOT, run_python
 
 
 def test_quick_benchmark_writes_every_row_and_field(tmp_path, sample, tfds_dir):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--quick",
-         f"--json={tmp_path / 'bench.json'}", f"--data_dir={tfds_dir}"],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    result = run_python(ROOT / "benchmarks" / "bench.py", "--quick",
+                        f"--json={tmp_path / 'bench.json'}", f"--data_dir={tfds_dir}",
+                        timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads((tmp_path / "bench.json").read_text())
     have_torch = importlib.util.find_spec("torch") is not None
@@ -35,11 +31,9 @@ def test_quick_benchmark_writes_every_row_and_field(tmp_path, sample, tfds_dir):
 
 def test_levers_measure_each_lever_in_its_own_process(tmp_path, sample, tfds_dir):
     levers = ["defaults (dynamic)", "intra_op threads=1"]
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "levers.py"), "--units=8", "--rounds=1",
-         "--steps=4", f"--levers={','.join(levers)}", f"--data_dir={tfds_dir}",
-         f"--json={tmp_path / 'levers.json'}"],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    result = run_python(ROOT / "benchmarks" / "levers.py", "--units=8", "--rounds=1",
+                        "--steps=4", f"--levers={','.join(levers)}", f"--data_dir={tfds_dir}",
+                        f"--json={tmp_path / 'levers.json'}", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     rates = json.loads((tmp_path / "levers.json").read_text())["rates"]
     assert list(rates) == levers and all(len(r) == 1 and r[0] > 0 for r in rates.values())
@@ -47,7 +41,5 @@ def test_levers_measure_each_lever_in_its_own_process(tmp_path, sample, tfds_dir
 
 
 def test_levers_reject_an_unknown_lever_by_name():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "levers.py"), "--levers=warp drive"],
-        capture_output=True, text=True, timeout=60, cwd=ROOT)
+    result = run_python(ROOT / "benchmarks" / "levers.py", "--levers=warp drive", timeout=60)
     assert result.returncode == 2 and "unknown lever(s) ['warp drive']" in result.stderr

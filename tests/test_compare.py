@@ -2,15 +2,13 @@
 
 import io
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
-from helpers import ROOT, tiny_config
+from helpers import run_module, tiny_config
 from mnist_rnn import data, graphs, sample, sequences, trainer
 from mnist_rnn.compare import runner
 from mnist_rnn.model import build_model, compile_model
@@ -99,8 +97,7 @@ def test_variable_length_batches_are_bucketed(tfds_dir):
 def test_static_rejects_variable_length_saying_why():
     with pytest.raises(ValueError, match="needs rnn='dynamic': the static model is unrolled"):
         build_model("static", 8, 28, 28, variable_length=True)
-    result = subprocess.run([sys.executable, "-m", "mnist_rnn.train", "--rnn=static",
-                             "--variable_length"], capture_output=True, text=True, timeout=120)
+    result = run_module("mnist_rnn.train", "--rnn=static", "--variable_length", timeout=120)
     assert result.returncode != 0
     assert "--variable_length needs --rnn=dynamic" in result.stderr
 
@@ -117,11 +114,9 @@ def test_variable_length_training_saves_and_serves(tmp_path, tfds_dir):
 
 
 def test_compare_cli_end_to_end(tmp_path, tfds_dir):
-    result = subprocess.run(
-        [sys.executable, "-m", "mnist_rnn.compare", "--timesteps=7,28", "--units=8",
-         "--steps=2", "--dataset=mnist_sample", f"--data_dir={tfds_dir}",
-         f"--output_dir={tmp_path}"],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    result = run_module("mnist_rnn.compare", "--timesteps=7,28", "--units=8", "--steps=2",
+                        "--dataset=mnist_sample", f"--data_dir={tfds_dir}",
+                        f"--output_dir={tmp_path}", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "compare.json").read_text())
     rows = report["rows"]

@@ -14,7 +14,7 @@ from helpers import ROOT
 from mnist_rnn import compat, distribute, errors
 from mnist_rnn.compat import keras
 
-pytestmark = pytest.mark.keras2
+# Each test here is also run under Keras 2, but the two workers': they always run Keras 2.
 
 TESTS = pathlib.Path(__file__).resolve().parent
 
@@ -39,6 +39,7 @@ print(json.dumps(results))
 """
 
 
+@pytest.mark.keras2
 def test_mirrored_over_two_cpus_matches_one_device(tmp_path, sample, tfds_dir):
     result = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path), tfds_dir,
                              str(TESTS)], capture_output=True, text=True, timeout=300, cwd=ROOT)
@@ -96,6 +97,7 @@ def test_two_workers_on_loopback_train_and_only_the_chief_writes(tmp_path, sampl
     assert check.returncode == 0 and int(check.stdout.strip().splitlines()[-1]) > 0
 
 
+@pytest.mark.keras2
 def test_multi_worker_where_fit_cannot_run_it_says_what_to_do(monkeypatch):
     assert compat.MULTI_WORKER_FIT == compat.LEGACY  # Keras 3's fit cannot, Keras 2's can.
     monkeypatch.setattr(compat, "MULTI_WORKER_FIT", False)
@@ -105,6 +107,7 @@ def test_multi_worker_where_fit_cannot_run_it_says_what_to_do(monkeypatch):
         distribute.make_strategy("multi_worker")
 
 
+@pytest.mark.keras2
 def test_multi_worker_without_tf_config_is_refused(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.setattr(compat, "MULTI_WORKER_FIT", True)
@@ -112,6 +115,7 @@ def test_multi_worker_without_tf_config_is_refused(monkeypatch):
         distribute.make_strategy("multi_worker")
 
 
+@pytest.mark.keras2
 @pytest.mark.parametrize("tf_config, chief", [
     (None, True),
     ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}, True),
@@ -135,5 +139,6 @@ def test_only_the_chief_writes_to_model_dir(monkeypatch, tf_config, chief):
     assert distribute.write_dir("run", strategy) == expected
 
 
+@pytest.mark.keras2
 def test_keras_is_the_one_the_environment_asks_for():
     assert keras.__version__.startswith("2." if compat.LEGACY else "3.")

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import ROOT, tiny_config
+from helpers import ROOT, run_python, tiny_config
 from mnist_rnn import checkpoint, errors, files, trainer
 from mnist_rnn.compat import keras
 
@@ -26,7 +26,7 @@ def train_command(model_dir, tfds_dir, *extra):
 
 
 def run(command):
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    return run_python(*command[1:])
 
 
 @pytest.fixture(scope="module")

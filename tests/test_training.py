@@ -54,7 +54,8 @@ def test_static_and_dynamic_learn_the_same(tmp_path, tfds_dir):
     """Same seed, same math: the two graphs train to (nearly) the same accuracy."""
     results = [
         trainer.train_and_evaluate(
-            tiny_config(tmp_path / rnn, tfds_dir, rnn=rnn, max_steps=15), out=io.StringIO()
+            tiny_config(tmp_path / rnn, tfds_dir, rnn=rnn, max_steps=15, export=False),
+            out=io.StringIO()
         )[1]["final_test_accuracy"]
         for rnn in ("static", "dynamic")
     ]
