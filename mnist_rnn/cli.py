@@ -6,6 +6,7 @@ define_flags)`, so its module can be imported (by tests, by another command) wit
 defining anything.
 """
 
+import re
 import sys
 from typing import Callable
 
@@ -54,4 +55,14 @@ def run(main: Callable[[list[str]], int | None],
                 raise
             sys.exit(f"error: {e.as_flags()}")
 
-    app.run(wrapped)
+    app.run(wrapped, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a bad flag reported as one line `error: --flag...`."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        # absl starts its messages with "flag ", "flags x=1, y=2: " or "ERROR:: ".
+        message = re.sub(r"^(flag |flags [^:]*: |ERROR:: )", "", str(e))
+        sys.exit(f"error: {message}; see --helpfull")
