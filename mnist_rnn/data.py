@@ -49,7 +49,8 @@ class Datasets:
             return sum(math.ceil(n / self.batch_size) for n in self.bucket_sizes)
         return math.ceil(self.train_size / self.batch_size)
 
-    def train_epochs(self, first_epoch, last_epoch, skip_batches=0):
+    def train_epochs(self, first_epoch: int, last_epoch: int,
+                     skip_batches: int = 0) -> tf.data.Dataset:
         """Batches of epochs [first_epoch, last_epoch), without the first `skip_batches`.
 
         Each epoch's order is a function of (seed, epoch) alone, so a run resumed at any
@@ -87,7 +88,7 @@ class Datasets:
         )
 
 
-def network_reachable(url=MNIST_PROBE_URL, timeout=PROBE_TIMEOUT_S):
+def network_reachable(url: str = MNIST_PROBE_URL, timeout: float = PROBE_TIMEOUT_S) -> bool:
     """True when `url` answers within `timeout` seconds (DNS included)."""
     result = []
 
@@ -107,7 +108,7 @@ def network_reachable(url=MNIST_PROBE_URL, timeout=PROBE_TIMEOUT_S):
     return bool(result and result[0])
 
 
-def mnist_prepared(data_dir):
+def mnist_prepared(data_dir: str | None) -> bool:
     # TFDS warns about the missing folder it is asked to look for: not news here.
     verbosity = logging.get_verbosity()
     logging.set_verbosity(logging.ERROR)
@@ -117,7 +118,7 @@ def mnist_prepared(data_dir):
         logging.set_verbosity(verbosity)
 
 
-def resolve_dataset(dataset, data_dir=None, probe=network_reachable):
+def resolve_dataset(dataset: str, data_dir: str | None = None, probe=network_reachable) -> str:
     """Returns "mnist" or "mnist_sample" for `dataset` in DATASETS, probing at most once."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}: use one of {', '.join(DATASETS)}")
@@ -141,20 +142,21 @@ def resolve_dataset(dataset, data_dir=None, probe=network_reachable):
     return "mnist_sample"
 
 
-def length_buckets(timesteps, count=7):
+def length_buckets(timesteps: int, count: int = 7) -> tuple[int, ...]:
     """Bucket boundaries for `timesteps`-step sequences: `count` buckets of equal width."""
     width = max(1, timesteps // count)
     return tuple(range(width + 1, timesteps + 1, width))
 
 
-def load_datasets(name, timesteps=28, batch_size=100, seed=0, data_dir=None,
-                  variable_length=False):
+def load_datasets(name: str, timesteps: int = 28, batch_size: int = 100, seed: int = 0,
+                  data_dir: str | None = None, variable_length: bool = False) -> Datasets:
     """Train and test pipelines of (sequences, labels) batches for TFDS dataset `name`.
 
     variable_length: batches of training sequences of similar length (without blank leading
     and trailing steps), for a model that strips and masks them (model.build_model)."""
     if timesteps not in valid_timesteps():
-        raise ValueError(f"timesteps={timesteps} does not divide 784: use one of {valid_timesteps()}")
+        raise ValueError(
+            f"timesteps={timesteps} does not divide {PIXELS}: use one of {valid_timesteps()}")
     if name == "mnist_sample":
         tfds.display_progress_bar(False)  # Prepared in a second or two; bars would be noise.
     (train, test), info = tfds.load(

@@ -14,11 +14,12 @@ from typing import TextIO
 
 import tensorflow as tf
 
-from mnist_rnn import checkpoint, data, distribute, files, model as models, report, serving
+from mnist_rnn import checkpoint, data, distribute, files, report, serving
 from mnist_rnn.callbacks import Backup, EvaluateAndStop, Evaluation, StepTimer
 from mnist_rnn.compat import keras
 from mnist_rnn.config import TrainConfig, run_defining
 from mnist_rnn.errors import NumericalError, UserError, setting
+from mnist_rnn.model import build_model, compile_model
 
 MODEL_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
@@ -34,7 +35,7 @@ class _Run:
     out_dir: str  # model_dir for the chief; a private directory for other workers.
     backup_dir: str  # The chief's, which is the run's: other workers only read it.
     state: dict | None  # The backup's, when resuming.
-    dataset: str  # Its name.
+    dataset_name: str
     datasets: data.Datasets | None = None
     model: keras.Model | None = None
 
@@ -59,7 +60,7 @@ def train_and_evaluate(config: TrainConfig, datasets: data.Datasets | None = Non
     if run.state and run.state.get("finished"):
         return _already_finished(config, run.state, out)
     seed(config.seed)
-    run.datasets = run.datasets or load_datasets(config, run.dataset)
+    run.datasets = run.datasets or load_datasets(config, run.dataset_name)
     with run.strategy.scope():
         # Keras 3 fails to run several steps per call over replicas: one step each there.
         run.model = build(config, run.datasets, steps_per_execution=(
@@ -122,10 +123,10 @@ def build(config: TrainConfig, datasets: data.Datasets, steps_per_execution: int
           accuracy: bool = True) -> keras.Model:
     """The compiled model `config` describes, for sequences of `datasets`. accuracy: also
     track training accuracy (the progress bar's)."""
-    model = models.build_model(config.rnn, config.units, datasets.timesteps, datasets.features,
-                               seed=config.seed, variable_length=config.variable_length)
-    return models.compile_model(model, config.learning_rate, config.jit_compile,
-                                steps_per_execution, accuracy)
+    model = build_model(config.rnn, config.units, datasets.timesteps, datasets.features,
+                        seed=config.seed, variable_length=config.variable_length)
+    return compile_model(model, config.learning_rate, config.jit_compile, steps_per_execution,
+                         accuracy)
 
 
 def _describe(run: _Run) -> str:
@@ -199,7 +200,7 @@ def _state(run: _Run, timer: StepTimer, evaluator: EvaluateAndStop) -> dict:
         "wall_time_s": timer.elapsed(),
         "time_to_first_step_s": timer.first_step_s,
         "flags": run_defining(run.config),
-        "dataset": run.dataset,
+        "dataset": run.dataset_name,
     }
 
 
