@@ -6,12 +6,16 @@ from the step it started at, so a resumed run goes on counting where it stopped.
 """
 
 import dataclasses
+import glob
 import math
+import os
 import sys
 import time
 from typing import Callable, TextIO
 
-from mnist_rnn import checkpoint
+import tensorflow as tf
+
+from mnist_rnn import checkpoint, distribute, files, graphs
 from mnist_rnn.compat import keras
 from mnist_rnn.errors import NumericalError
 
@@ -19,11 +23,14 @@ WARMUP_STEPS = 5  # Steps left out of the steady-state speed: tracing, caches, a
 
 
 class StepCallback(keras.callbacks.Callback):
-    """Keeps `self.step`, the run's steps done, and calls `on_steps_end` after each call."""
+    """Keeps `self.step`, the run's steps done, and calls `on_steps_end` after each call.
+    `self.ends_epoch` says whether the call ran the epoch's last step: work due then is left
+    to `on_epoch_end`, which runs after Keras has finished the epoch's progress bar."""
 
     def __init__(self, start_step: int = 0):
         super().__init__()
         self.step = start_step
+        self.ends_epoch = False
         self._epoch_base = start_step
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -31,6 +38,7 @@ class StepCallback(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.step = self._epoch_base + batch + 1
+        self.ends_epoch = batch + 1 == (self.params or {}).get("steps")
         self.on_steps_end(logs or {})
 
     def on_steps_end(self, logs: dict) -> None:
@@ -115,14 +123,18 @@ class EvaluateAndStop(StepCallback):
         loss = float(logs.get("loss", 0.0))
         if not math.isfinite(loss):
             raise NumericalError(f"the training loss is {loss} at step {self.step}")
-        if self.every_steps and self.step % self.every_steps == 0:
-            self.evaluate()
+        if self._due() and not self.ends_epoch:
+            # Mid-epoch, the progress bar is mid-line: start on a fresh one.
+            self.evaluate(newline=self.params.get("verbose") == 1)
         if self.max_steps and self.step >= self.max_steps:
             self.stop()
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self.every_steps:
+        if not self.every_steps or self._due():
             self.evaluate()
+
+    def _due(self) -> bool:
+        return bool(self.every_steps) and self.step % self.every_steps == 0
 
     def stop(self) -> None:
         self.stopped = True
@@ -138,8 +150,9 @@ class EvaluateAndStop(StepCallback):
         return (self.reached_target() or bool(self.max_steps and self.step >= self.max_steps)
                 or self.step >= epochs * self.steps_per_epoch)
 
-    def evaluate(self) -> Evaluation:
-        """The evaluation at the current step: run and printed once per step."""
+    def evaluate(self, newline: bool = False) -> Evaluation:
+        """The evaluation at the current step: run and printed once per step (after a
+        newline when `newline`)."""
         evaluated = self.history and self.history[-1].step == self.step
         if evaluated and self.last_pass is not None:
             return self.history[-1]
@@ -151,11 +164,10 @@ class EvaluateAndStop(StepCallback):
         result = Evaluation(self.step, max(1, math.ceil(self.step / self.steps_per_epoch)),
                             self.last_pass.accuracy, self.last_pass.loss, self.clock())
         self.history.append(result)
-        # Start on a fresh line when the progress bar is mid-line.
-        newline = "\n" if self.params and self.params.get("verbose") == 1 else ""
         print(
-            f"{newline}time {result.time_s:8.1f}s  step {result.step:6d}  epoch {result.epoch:3d}  "
-            f"test accuracy {result.accuracy:.4f}  test loss {result.loss:.4f}",
+            "\n" * newline + f"time {result.time_s:8.1f}s  step {result.step:6d}  "
+            f"epoch {result.epoch:3d}  test accuracy {result.accuracy:.4f}  "
+            f"test loss {result.loss:.4f}",
             file=self.out,
             flush=True,
         )
@@ -178,7 +190,7 @@ class Backup(StepCallback):
         self._saved_step = None
 
     def on_steps_end(self, logs):
-        if self.every_steps and self.step % self.every_steps == 0:
+        if self.every_steps and self.step % self.every_steps == 0 and not self.ends_epoch:
             self.save()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -188,3 +200,103 @@ class Backup(StepCallback):
         if self.step != self._saved_step:
             checkpoint.save(self.model, self.directory, self.state())
             self._saved_step = self.step
+
+
+class TensorBoardLog(StepCallback):
+    """Writes a run's curves to `logdir` for `tensorboard --logdir`, at the run's step numbers:
+    after every call into TensorFlow, the training loss and accuracy, the learning rate and the
+    steady samples/s (logdir/train, with the training-step graph); at each evaluation, test
+    accuracy and loss (logdir/test). A resumed run first drops what its killed predecessor
+    wrote after the backup it resumes from, so that no step is drawn twice.
+
+    `evaluations()` gives the run's evaluations so far; `samples_per_s()` its steady speed.
+    Call `finish()` once the run's last evaluation is done."""
+
+    def __init__(self, logdir: str, evaluations: Callable[[], list[Evaluation]],
+                 samples_per_s: Callable[[], float | None], start_step: int = 0):
+        super().__init__(start_step)
+        self.logdir = logdir
+        self.evaluations = evaluations
+        self.samples_per_s = samples_per_s
+        self._writers = {}
+        self._evaluations_written = 0
+        self._graph_written = False
+
+    def _open(self) -> None:
+        if self._writers:
+            return
+        for name in ("train", "test"):
+            directory = os.path.join(self.logdir, name)
+            _drop_steps_after(directory, self.step)
+            self._writers[name] = tf.summary.create_file_writer(directory)
+        self._evaluations_written = len(self.evaluations())  # Written by earlier sessions.
+
+    def on_train_begin(self, logs=None):
+        self._open()
+
+    def on_steps_end(self, logs):
+        if not self._graph_written:  # Once the optimizer is built, tracing creates nothing.
+            # Under a tf.distribute strategy, the optimizer updates only inside a replica
+            # (Keras 2) and mirrored variables are read only there: no graph then.
+            if distribute.is_default(self.model.distribute_strategy):
+                graphs.write_tensorboard_graph(self.model, os.path.join(self.logdir, "train"))
+            self._graph_written = True
+        with self._writers["train"].as_default(step=self.step):
+            for name in ("loss", "accuracy"):
+                if name in logs:
+                    tf.summary.scalar(name, float(logs[name]))
+            tf.summary.scalar("learning_rate",
+                              float(tf.convert_to_tensor(self.model.optimizer.learning_rate)))
+            rate = self.samples_per_s()
+            if rate:
+                tf.summary.scalar("steady_samples_per_s", rate)
+        self._write_evaluations()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._write_evaluations()
+
+    def _write_evaluations(self) -> None:
+        """Writes the evaluations not written yet, then flushes both files, so that a killed
+        run loses none of its curves before its last backup."""
+        evaluations = self.evaluations()
+        for evaluation in evaluations[self._evaluations_written:]:
+            with self._writers["test"].as_default(step=evaluation.step):
+                tf.summary.scalar("accuracy", evaluation.accuracy)
+                tf.summary.scalar("loss", evaluation.loss)
+        self._evaluations_written = len(evaluations)
+        for writer in self._writers.values():
+            writer.flush()
+
+    def finish(self) -> None:
+        """Writes the evaluations not yet written and closes the files."""
+        self._open()
+        self._write_evaluations()
+        for writer in self._writers.values():
+            writer.close()
+
+
+def _drop_steps_after(directory: str, step: int) -> None:
+    """Rewrites the event files in `directory` without their events after `step`: those of
+    steps that a resumed run trains again."""
+    for path in sorted(glob.glob(os.path.join(directory, "events.out.tfevents.*"))):
+        events = _read_events(path)
+        if all(event.step <= step for event in events):
+            continue
+
+        def write(tmp, kept=[e for e in events if e.step <= step]):
+            with tf.io.TFRecordWriter(tmp) as records:
+                for event in kept:
+                    records.write(event.SerializeToString())
+
+        files.write_via_tmp(path, write)
+
+
+def _read_events(path: str) -> list:
+    """The whole events of an event file; a record cut short by a kill is left out."""
+    events = []
+    try:
+        for event in tf.compat.v1.train.summary_iterator(path):
+            events.append(event)
+    except tf.errors.DataLossError:
+        pass
+    return events

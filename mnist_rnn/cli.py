@@ -6,8 +6,10 @@ define_flags)`, so its module can be imported (by tests, by another command) wit
 defining anything.
 """
 
+import os
 import re
 import sys
+import tempfile
 from typing import Callable
 
 from absl import app, flags, logging
@@ -15,6 +17,12 @@ from absl import app, flags, logging
 from mnist_rnn import config, errors
 
 FLAGS = flags.FLAGS
+# What TensorFlow's C++ side prints as it starts on any machine: information, and on one
+# without CUDA the failed CUDA probe. Other lines (warnings, real errors) still show.
+STARTUP_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|I\d{4} |To enable the following instructions:"
+    r"|E\d{4} \S+ +\d+ cuda_(platform|executor|diagnostics)\.cc)")
 
 
 def define_dataset_flags(flag_values: flags.FlagValues = FLAGS) -> None:
@@ -48,6 +56,8 @@ def run(main: Callable[[list[str]], int | None],
         if not FLAGS["verbosity"].present:
             # TensorFlow logs every save at INFO; show warnings unless --verbosity asks more.
             logging.set_verbosity(logging.WARNING)
+        if not verbose and "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+            load_tensorflow_quietly()
         try:
             return main(argv)
         except errors.UserError as e:
@@ -56,6 +66,28 @@ def run(main: Callable[[list[str]], int | None],
             sys.exit(f"error: {e.as_flags()}")
 
     app.run(wrapped, flags_parser=_parse_flags)
+
+
+def load_tensorflow_quietly() -> None:
+    """Imports TensorFlow and lists its devices (where its start-up lines come from), keeping
+    back the lines of STARTUP_NOISE. They are written by C++ straight to file descriptor 2, so
+    that is where they are caught."""
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "1"  # And no information once it runs.
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            for line in caught.read().decode(errors="replace").splitlines(keepends=True):
+                if not STARTUP_NOISE.match(line):
+                    sys.stderr.write(line)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

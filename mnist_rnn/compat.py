@@ -24,3 +24,11 @@ def write_out(archive, path):
             archive.write_out(path)
     else:
         archive.write_out(path, verbose=False)
+
+
+def progress_bar():
+    """Keras's progress-bar callback, counting steps. Placed first among a fit's callbacks, it
+    ends each epoch's bar before the others print."""
+    if LEGACY:
+        return keras.callbacks.ProgbarLogger(count_mode="steps")
+    return keras.callbacks.ProgbarLogger()

@@ -46,6 +46,7 @@ class TrainConfig:
     variable_length: bool = False  # Dynamic only: each image's own length, bucketed batches.
     backup_every_steps: int = 0  # 0: at each evaluation; always at each epoch end.
     overwrite: bool = False  # Start over instead of resuming.
+    tensorboard: bool = True  # Write TensorBoard logs to model_dir/logs/.
     # Keras fit's display: 1 a progress bar, 2 a line per epoch, 0 none. How a run looks, not
     # what it computes: the command line always shows the progress bar.
     verbose: int = 1
@@ -58,7 +59,7 @@ class TrainConfig:
 # Settings that may change between a run and its resumption: where files go, what is shown, and
 # the grouping of steps into calls (same steps, same results).
 RESUMABLE_FIELDS = frozenset({"model_dir", "data_dir", "export", "verbose", "overwrite",
-                              "steps_per_execution"})
+                              "steps_per_execution", "tensorboard"})
 
 
 def run_defining(config: TrainConfig) -> dict:

@@ -4,12 +4,16 @@
 `load_datasets` builds the train and test pipelines through the same `tfds.load` call for both.
 """
 
+import contextlib
 import dataclasses
 import functools
+import io
 import math
+import sys
 import threading
 import urllib.error
 import urllib.request
+from typing import TextIO
 
 import numpy as np
 import tensorflow as tf
@@ -110,12 +114,7 @@ def network_reachable(url: str = MNIST_PROBE_URL, timeout: float = PROBE_TIMEOUT
 
 def mnist_prepared(data_dir: str | None) -> bool:
     # TFDS warns about the missing folder it is asked to look for: not news here.
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity(logging.ERROR)
-    try:
-        return tfds.builder("mnist", data_dir=data_dir).is_prepared()
-    finally:
-        logging.set_verbosity(verbosity)
+    return _quietly(lambda: tfds.builder("mnist", data_dir=data_dir).is_prepared())
 
 
 def resolve_dataset(dataset: str, data_dir: str | None = None, probe=network_reachable) -> str:
@@ -148,8 +147,32 @@ def length_buckets(timesteps: int, count: int = 7) -> tuple[int, ...]:
     return tuple(range(width + 1, timesteps + 1, width))
 
 
+def prepare_sample(data_dir: str | None = None, out: TextIO = sys.stdout) -> None:
+    """Writes the bundled sample as a TFDS dataset in `data_dir` once, saying so in one line:
+    TFDS's own words would speak of a download, and nothing is downloaded."""
+    builder = _quietly(lambda: tfds.builder("mnist_sample", data_dir=data_dir))
+    if _quietly(builder.is_prepared):
+        return
+    print(f"Preparing the bundled sample (5,000 MNIST digits) once, in {builder.data_dir}",
+          file=out, flush=True)
+    tfds.display_progress_bar(False)
+    _quietly(builder.download_and_prepare)
+
+
+def _quietly(call):
+    """call(), without TFDS's printed lines and log messages below errors."""
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return call()
+    finally:
+        logging.set_verbosity(verbosity)
+
+
 def load_datasets(name: str, timesteps: int = 28, batch_size: int = 100, seed: int = 0,
-                  data_dir: str | None = None, variable_length: bool = False) -> Datasets:
+                  data_dir: str | None = None, variable_length: bool = False,
+                  out: TextIO = sys.stdout) -> Datasets:
     """Train and test pipelines of (sequences, labels) batches for TFDS dataset `name`.
 
     variable_length: batches of training sequences of similar length (without blank leading
@@ -158,7 +181,7 @@ def load_datasets(name: str, timesteps: int = 28, batch_size: int = 100, seed: i
         raise ValueError(
             f"timesteps={timesteps} does not divide {PIXELS}: use one of {valid_timesteps()}")
     if name == "mnist_sample":
-        tfds.display_progress_bar(False)  # Prepared in a second or two; bars would be noise.
+        prepare_sample(data_dir, out)
     (train, test), info = tfds.load(
         name,
         split=["train", "test"],

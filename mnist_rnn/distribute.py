@@ -64,11 +64,16 @@ def write_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
     return os.path.join(model_dir, f"{task_type}_{index}_temp")
 
 
+def is_default(strategy: tf.distribute.Strategy) -> bool:
+    """True for TensorFlow's default strategy: no tf.distribute at work."""
+    return not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy()
+
+
 def describe(strategy: tf.distribute.Strategy, global_batch: int) -> str:
     replicas = strategy.num_replicas_in_sync
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         name = "MultiWorkerMirroredStrategy"  # Its class is an alias with another name.
-    elif not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy():
+    elif is_default(strategy):
         name = "the default strategy"
     else:
         name = type(strategy).__name__

@@ -65,6 +65,10 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                          "at each epoch end.", lower_bound=0, **fv)
     flags.DEFINE_bool("overwrite", d.overwrite,
                       "Start over instead of resuming the run in --model_dir.", **fv)
+    flags.DEFINE_bool("tensorboard", d.tensorboard,
+                      "Write TensorBoard logs to MODEL_DIR/logs/: training loss and accuracy, "
+                      "test accuracy and loss, learning rate, samples/s and the training-step "
+                      "graph (tensorboard --logdir runs).", **fv)
     flags.DEFINE_bool("dry_run", False,
                       "Smoke test: train 2 steps, evaluate, save (sets --max_steps=2 "
                       "--epochs=1).", **fv)

@@ -14,8 +14,8 @@ from typing import TextIO
 
 import tensorflow as tf
 
-from mnist_rnn import checkpoint, data, distribute, files, report, serving
-from mnist_rnn.callbacks import Backup, EvaluateAndStop, Evaluation, StepTimer
+from mnist_rnn import checkpoint, compat, data, distribute, files, report, serving
+from mnist_rnn.callbacks import Backup, EvaluateAndStop, Evaluation, StepTimer, TensorBoardLog
 from mnist_rnn.compat import keras
 from mnist_rnn.config import TrainConfig, run_defining
 from mnist_rnn.errors import NumericalError, UserError, setting
@@ -24,6 +24,7 @@ from mnist_rnn.model import build_model, compile_model
 MODEL_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
 METRICS_FILE = "metrics.json"
+LOGS_DIR = "logs"
 
 
 @dataclasses.dataclass
@@ -72,8 +73,10 @@ def train_and_evaluate(config: TrainConfig, datasets: data.Datasets | None = Non
         with run.strategy.scope():
             checkpoint.restore(run.model, run.backup_dir, run.state)
         print(f"Resuming from the backup at step {run.start_step} in {run.backup_dir}", file=out)
-    timer, evaluator = _fit(run, out)
+    timer, evaluator, tensorboard = _fit(run, out)
     final = evaluator.evaluate()  # Runs only when the last step was not evaluated yet.
+    if tensorboard:
+        tensorboard.finish()
     metrics = _metrics(run, timer, evaluator, final)
     _write_outputs(run, metrics, evaluator.last_pass)
     if not run.chief:
@@ -146,8 +149,9 @@ def execution_steps(config: TrainConfig, steps_per_epoch: int, start_step: int) 
     return math.gcd(config.steps_per_execution, *[e for e in events if e])
 
 
-def _fit(run: _Run, out: TextIO) -> tuple[StepTimer, EvaluateAndStop]:
-    """Trains from the run's start step to its end; returns the timer and the evaluator."""
+def _fit(run: _Run, out: TextIO) -> tuple[StepTimer, EvaluateAndStop, TensorBoardLog | None]:
+    """Trains from the run's start step to its end; returns its timer, its evaluator and its
+    TensorBoard log (None when off)."""
     config, datasets, state = run.config, run.datasets, run.state or {}
     timer = StepTimer(run.start_step, elapsed_before=state.get("wall_time_s", 0.0),
                       first_step_s=state.get("time_to_first_step_s"))
@@ -160,17 +164,24 @@ def _fit(run: _Run, out: TextIO) -> tuple[StepTimer, EvaluateAndStop]:
     backup = Backup(os.path.join(run.out_dir, checkpoint.BACKUP_DIR),
                     config.backup_every_steps or config.eval_every_steps,
                     lambda: _state(run, timer, evaluator), run.start_step)
+    tensorboard = TensorBoardLog(
+        os.path.join(run.out_dir, LOGS_DIR), lambda: evaluator.history,
+        lambda: (timer.steady_steps_per_s() or 0.0) * config.batch_size,
+        run.start_step) if config.tensorboard and run.chief else None
     if evaluator.finished(config.epochs):
-        return timer, evaluator
+        return timer, evaluator, tensorboard
     try:
-        _fit_epochs(run, [timer, evaluator, backup], evaluator)
+        callbacks = [timer, evaluator, tensorboard, backup]
+        if config.verbose:
+            callbacks.insert(0, compat.progress_bar())
+        _fit_epochs(run, [c for c in callbacks if c], evaluator)
     except NumericalError as e:
         last = checkpoint.load_state(run.backup_dir)
         kept = (f"the last good backup (step {last['step']}) is kept in {run.backup_dir}"
                 if last else "no backup was written yet")
         raise NumericalError(f"{e.marked}: training stopped and nothing was saved; {kept}; "
                              f"lower {setting('learning_rate')}") from None
-    return timer, evaluator
+    return timer, evaluator, tensorboard
 
 
 def _fit_epochs(run: _Run, callbacks: list, evaluator: EvaluateAndStop) -> None:

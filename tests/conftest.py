@@ -19,6 +19,7 @@ def sample(tfds_dir):
 @pytest.fixture(scope="session", params=["static", "dynamic"])
 def trained(request, tmp_path_factory, tfds_dir):
     """(config, model, metrics) of one short training run per variant, shared by tests."""
-    config = tiny_config(tmp_path_factory.mktemp(request.param), tfds_dir, rnn=request.param)
+    config = tiny_config(tmp_path_factory.mktemp(request.param), tfds_dir, rnn=request.param,
+                         tensorboard=True)
     model, metrics = trainer.train_and_evaluate(config)
     return config, model, metrics

@@ -12,12 +12,36 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def tiny_config(tmp_dir, tfds_dir, **overrides) -> TrainConfig:
-    """A config that trains in seconds on the sample and clearly beats chance."""
+    """A config that trains in seconds on the sample and clearly beats chance. Without
+    TensorBoard logs unless asked: the tests that read them ask."""
     return TrainConfig(**{
         **dict(rnn="dynamic", units=32, learning_rate=0.01, epochs=1, dataset="mnist_sample",
-               data_dir=tfds_dir, model_dir=os.path.join(str(tmp_dir), "model"), verbose=0),
+               data_dir=tfds_dir, model_dir=os.path.join(str(tmp_dir), "model"), verbose=0,
+               tensorboard=False),
         **overrides,
     })
+
+
+def tensorboard_scalars(logdir) -> dict[str, list[tuple[int, float]]]:
+    """{tag: [(step, value), ...]} of the scalars in a TensorBoard run directory, read by
+    TensorBoard's own reader (which drops what a restart marks as orphaned)."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing import event_accumulator
+
+    accumulator = event_accumulator.EventAccumulator(
+        str(logdir), size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    return {tag: [(e.step, float(tf.make_ndarray(e.tensor_proto)))
+                  for e in accumulator.Tensors(tag)]
+            for tag in accumulator.Tags()["tensors"]}
+
+
+def tensorboard_has_graph(logdir) -> bool:
+    from tensorboard.backend.event_processing import event_accumulator
+
+    accumulator = event_accumulator.EventAccumulator(str(logdir))
+    accumulator.Reload()
+    return accumulator.Tags()["graph"]
 
 
 def run_python(*args, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:

@@ -122,3 +122,33 @@ def test_each_layer_imports_only_what_it_needs():
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines() == [f"{m} []" for m in commands] + [
         "mnist_rnn.model ['tensorflow']", "mnist_rnn.serving ['tensorflow']"]
+
+
+def test_the_console_shows_our_lines_keras_progress_and_nothing_else(tmp_path):
+    """A first run on a fresh data dir: one line for preparing the sample, one progress line
+    per epoch, the evaluation lines, and none of TFDS's or TensorFlow's start-up lines."""
+    result = run_train("--dataset=mnist_sample", f"--data_dir={tmp_path / 'tfds'}",
+                       f"--model_dir={tmp_path / 'run'}", "--units=8", "--epochs=2",
+                       "--noexport", "--notensorboard")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()  # The bar's redraws after "\r" become lines here.
+    assert [line for line in lines if "sample" in line and "Preparing" in line] == [
+        f"Preparing the bundled sample (5,000 MNIST digits) once, in "
+        f"{tmp_path / 'tfds' / 'mnist_sample' / '1.0.0'}"]
+    evaluations = [i for i, line in enumerate(lines) if line.startswith("time ")]
+    assert len(evaluations) == 2
+    # Each epoch's bar is done before its evaluation line, and not drawn again after it.
+    assert all("40/40" in lines[i - 1] and "40/40" not in lines[i + 1] for i in evaluations)
+    for noise in ("Downloading and preparing", "Variant folder", "dataset_info.json"):
+        assert noise not in result.stdout + result.stderr, noise
+    for noise in ("cpu_feature_guard", "cuInit", "oneDNN custom operations", "I0000"):
+        assert noise not in result.stderr, noise
+    assert not os.path.exists(tmp_path / "run" / "logs")
+
+
+def test_tensorflow_start_up_lines_show_when_asked(tmp_path, tfds_dir):
+    result = run_train("--dataset=mnist_sample", "--verbosity=1", "--dry_run", "--noexport",
+                       "--notensorboard", f"--model_dir={tmp_path / 'run'}",
+                       f"--data_dir={tfds_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "cpu_feature_guard" in result.stderr

@@ -31,7 +31,8 @@ results = {}
 for strategy in ("mirrored", "one_device"):
     out = io.StringIO()
     config = tiny_config(sys.argv[1] + "/" + strategy, sys.argv[2], max_steps=20,
-                         eval_every_steps=10, export=False, distribution_strategy=strategy)
+                         eval_every_steps=10, export=False, distribution_strategy=strategy,
+                         tensorboard=True)
     _, metrics = trainer.train_and_evaluate(config, out=out)
     results[strategy] = {"accuracy": metrics["final_test_accuracy"], "steps": metrics["steps"],
                          "log": out.getvalue()}
@@ -86,7 +87,7 @@ def test_two_workers_on_loopback_train_and_only_the_chief_writes(tmp_path, sampl
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert metrics["steps"] == 4
     assert sorted(os.listdir(model_dir)) == [
-        "backup", "confident_errors.png", "confusion_matrix.png", "evaluation.json",
+        "backup", "confident_errors.png", "confusion_matrix.png", "evaluation.json", "logs",
         "metrics.json", "model.keras"]  # worker_1_temp is gone.
     check = subprocess.run(
         [sys.executable, "-c", "import sys; from mnist_rnn.compat import keras; "

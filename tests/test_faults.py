@@ -13,14 +13,15 @@ import time
 import numpy as np
 import pytest
 
-from helpers import ROOT, run_python, tiny_config
+from helpers import ROOT, run_python, tensorboard_scalars, tiny_config
 from mnist_rnn import checkpoint, errors, files, trainer
 from mnist_rnn.compat import keras
 
 
 def train_command(model_dir, tfds_dir, *extra):
     return [sys.executable, "-m", "mnist_rnn.train", "--rnn=dynamic", "--units=32",
-            "--learning_rate=0.01", "--epochs=3", "--eval_every_steps=10", "--noexport",
+            "--learning_rate=0.01", "--epochs=3", "--eval_every_steps=10",
+            "--backup_every_steps=30", "--noexport",
             "--dataset=mnist_sample", f"--data_dir={tfds_dir}", f"--model_dir={model_dir}",
             *extra]
 
@@ -49,8 +50,16 @@ def test_sigkill_then_the_same_command_resumes_to_the_same_result(uninterrupted,
                                cwd=ROOT)
     state_file = model_dir / "backup" / "state.json"
     deadline = time.monotonic() + 240
-    while not state_file.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+
+    def logged_past_the_backup():  # Steps the resumed run trains, and logs, again.
+        if not state_file.exists():
+            return False
+        logged = tensorboard_scalars(model_dir / "logs" / "train").get("loss", [])
+        return logged and logged[-1][0] > json.loads(state_file.read_text())["step"]
+
+    while (not logged_past_the_backup() and process.poll() is None
+           and time.monotonic() < deadline):
+        time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=60) == -signal.SIGKILL
     killed_at = json.loads(state_file.read_text())["step"]
@@ -70,6 +79,13 @@ def test_sigkill_then_the_same_command_resumes_to_the_same_result(uninterrupted,
     # Same optimizer state and data order from the backup on: the weights agree too.
     for a, b in zip(weights_of(model_dir), weights_of(uninterrupted)):
         np.testing.assert_allclose(a, b, atol=1e-5)
+    # The TensorBoard curves go on where the backup was, with no step twice.
+    test = tensorboard_scalars(model_dir / "logs" / "test")["accuracy"]
+    assert [step for step, _ in test] == [e["step"] for e in resumed["evaluations"]]
+    assert [value for _, value in test] == pytest.approx(
+        [e["accuracy"] for e in resumed["evaluations"]])
+    train = [step for step, _ in tensorboard_scalars(model_dir / "logs" / "train")["loss"]]
+    assert train == list(range(10, 121, 10))
 
 
 def test_a_finished_run_is_not_repeated(uninterrupted, tfds_dir):
