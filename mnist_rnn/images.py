@@ -1,6 +1,8 @@
 """Image files and arrays -> 28x28 uint8 digits as MNIST draws them (light ink on black)."""
 
+import contextlib
 import os
+import stat
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -10,21 +12,46 @@ from mnist_rnn.errors import ImageError
 
 BOX = 20  # MNIST fits each digit in a 20x20 box, centred by mass in the 28x28 frame.
 INK = 32  # Pixels above this count as ink when cropping.
+# Larger images are refused before they are decoded: a digit needs far fewer pixels, and a
+# 20000x20000 image would take gigabytes.
+MAX_PIXELS = 25_000_000
 
 
-def load_image(path, invert=None):
+def load_image(path: str, invert: bool | None = None) -> np.ndarray:
     """Reads `path` (PNG, JPEG, BMP, GIF or .npy) as a uint8 [28, 28] MNIST-style digit.
 
     invert: True for dark digits on a light background, False for MNIST's light on dark,
     None to decide from the border (a light border means a light background).
+    Raises ImageError, with the path and the reason, for anything that is not one digit.
     """
-    if not os.path.isfile(path):
-        raise ImageError(f"{path}: no such file")
+    _check_file(path)
     if path.lower().endswith(".npy"):
         gray = _array_to_gray(path)
     else:
         gray = _image_to_gray(path)
-    return normalize(gray, invert)
+    digit = normalize(gray, invert)
+    if int(digit.max()) - int(digit.min()) <= INK:
+        raise ImageError(f"{path}: no ink: the image is one flat shade, so there is no digit "
+                         "to read (strokes must differ from the background)")
+    return digit
+
+
+def _check_file(path: str) -> None:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        reason = "no such file" if isinstance(e, FileNotFoundError) else e.strerror
+        raise ImageError(f"{path}: {reason}") from None
+    if stat.S_ISDIR(mode):
+        raise ImageError(f"{path}: is a directory; pass image files")
+    if not stat.S_ISREG(mode):
+        raise ImageError(f"{path}: not a regular file")
+
+
+def _check_size(path: str, width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"{path}: {width}x{height} pixels, over the limit of {MAX_PIXELS:,}; "
+                         "scale it down first")
 
 
 def normalize(gray, invert=None):
@@ -63,8 +90,13 @@ def _border(gray):
 
 def _image_to_gray(path):
     try:
-        with Image.open(path) as image:
+        with _our_size_limit_only(), Image.open(path) as image:
+            _check_size(path, *image.size)  # Only the header is read so far.
             image.seek(0)  # First frame of a GIF.
+            if image.mode.startswith("I") or image.mode == "F":
+                # 16-bit (or wider) grayscale: scale to 8 bits; convert("L") would clip.
+                wide = np.asarray(image, dtype=np.float64)
+                return np.round(np.clip(wide / 257.0, 0, 255)).astype(np.uint8)
             if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                 # Transparent pixels are background: lay the image on white paper.
                 paper = Image.new("RGBA", image.size, "white")
@@ -76,11 +108,26 @@ def _image_to_gray(path):
         ) from None
 
 
+@contextlib.contextmanager
+def _our_size_limit_only():
+    """PIL refuses (or warns about) huge images as it opens them, without saying their size;
+    MAX_PIXELS, checked from the header, is far lower and says it."""
+    pil_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
+
+
 def _array_to_gray(path):
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(path, allow_pickle=False, mmap_mode="r")  # The header, for its size.
     except (ValueError, OSError) as e:
         raise ImageError(f"{path}: not a NumPy .npy array ({e})") from None
+    if array.ndim >= 2 and array.shape[0] * array.shape[1] > MAX_PIXELS:
+        _check_size(path, array.shape[1], array.shape[0])
+    array = np.asarray(array)
     if array.ndim == 3 and array.shape[-1] in (1, 3, 4):
         array = array[..., :3].mean(axis=-1) if array.shape[-1] > 1 else array[..., 0]
     if array.ndim != 2 or min(array.shape) < 1:

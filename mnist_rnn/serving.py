@@ -150,6 +150,9 @@ def predict_files(predictor: Predictor, paths: list[str], invert: bool | None = 
             results.append({"file": path})
         except ImageError as e:
             results.append({"file": path, "error": str(e)})
+        except Exception as e:  # Whatever one file does, the others still get their answer.
+            results.append({"file": path, "error": f"{path}: cannot read it "
+                                                   f"({type(e).__name__}: {e})"})
     if digits:
         for i, p in zip(readable, predictor.probabilities(digits)):
             ranked = p.argsort()[::-1][:top_k]

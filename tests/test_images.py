@@ -90,3 +90,61 @@ def test_missing_and_unreadable_files(tmp_path):
     (tmp_path / "text.npy").write_text("hello")
     with pytest.raises(errors.ImageError, match="not a NumPy .npy array"):
         images.load_image(str(tmp_path / "text.npy"))
+
+
+def png_header_only(width, height):
+    """The bytes of a PNG that claims width x height pixels: what a decoder sees first."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+
+
+def test_an_oversized_image_is_refused_before_it_is_decoded(tmp_path):
+    path = tmp_path / "huge.png"
+    path.write_bytes(png_header_only(20000, 20000))
+    with pytest.raises(errors.ImageError,
+                       match=r"huge\.png: 20000x20000 pixels, over the limit of 25,000,000"):
+        images.load_image(str(path))
+    np.save(tmp_path / "huge.npy", np.lib.format.open_memmap(
+        tmp_path / "big.npy", mode="w+", dtype=np.uint8, shape=(6000, 6000)))
+    with pytest.raises(errors.ImageError, match=r"6000x6000 pixels, over the limit"):
+        images.load_image(str(tmp_path / "big.npy"))
+
+
+def test_a_16_bit_png_is_scaled_not_clipped(tmp_path):
+    digit = stroke(56)
+    Image.fromarray(digit.astype(np.uint16) * 257).save(tmp_path / "wide.png")
+    Image.fromarray(digit).save(tmp_path / "narrow.png")
+    with Image.open(tmp_path / "wide.png") as image:
+        assert image.mode.startswith("I")  # Really 16 bits per pixel.
+    np.testing.assert_array_equal(images.load_image(str(tmp_path / "wide.png")),
+                                  images.load_image(str(tmp_path / "narrow.png")))
+
+
+@pytest.mark.parametrize("name, array", [
+    ("dot.png", np.zeros((1, 1), np.uint8)),
+    ("white.png", np.full((40, 40), 255, np.uint8)),
+    ("black.png", np.zeros((40, 40), np.uint8)),
+    ("grey.npy", np.full((28, 28), 0.5, np.float32)),
+])
+def test_an_image_without_ink_is_reported_not_classified(tmp_path, name, array):
+    path = tmp_path / name
+    np.save(path, array) if name.endswith(".npy") else Image.fromarray(array).save(path)
+    with pytest.raises(errors.ImageError, match=rf"{name}: no ink"):
+        images.load_image(str(path))
+
+
+def test_directories_and_symlink_loops_say_what_they_are(tmp_path):
+    with pytest.raises(errors.ImageError, match=r": is a directory; pass image files"):
+        images.load_image(str(tmp_path))
+    loop = tmp_path / "loop.png"
+    loop.symlink_to(loop)
+    with pytest.raises(errors.ImageError, match=r"loop\.png: Too many levels of symbolic links"):
+        images.load_image(str(loop))
