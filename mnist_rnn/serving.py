@@ -9,7 +9,9 @@ The SavedModel's signatures:
   preprocessed as in training -> the same two outputs.
 """
 
+import json
 import os
+import zipfile
 from typing import Callable
 
 import numpy as np
@@ -132,11 +134,33 @@ def load(path: str) -> Predictor:
     except ModelLoadError:
         raise
     except Exception as e:  # Keras and TF raise many types for a damaged file.
+        _raise_if_other_keras(path)
         cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if len(cause) > 200:
+            cause = cause[:200].rsplit(" ", 1)[0] + " ..."
         raise ModelLoadError(
-            f"cannot load model {path}: corrupt or not a model ({type(e).__name__}: "
-            f"{cause[:200]})"
+            f"cannot load model {path}: corrupt or not a model ({type(e).__name__}: {cause})"
         ) from None
+
+
+def _raise_if_other_keras(path: str) -> None:
+    """A .keras file says which Keras wrote it; one of the other major version cannot be
+    read here, and the message says what can."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            written_by = json.loads(archive.read("metadata.json"))["keras_version"]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return  # Not a readable .keras archive: the caller's message stands.
+    if written_by.split(".")[0] == keras.__version__.split(".")[0]:
+        return
+    if compat.LEGACY:
+        how = "unset TF_USE_LEGACY_KERAS to load it with Keras 3"
+    else:
+        how = "set TF_USE_LEGACY_KERAS=1 (pip install 'mnist_rnn[keras2]') to load it with Keras 2"
+    raise ModelLoadError(
+        f"cannot load model {path}: it was written by Keras {written_by} and this is Keras "
+        f"{keras.__version__}; {how}, or pass the saved_model/ directory beside it, which "
+        "both read")
 
 
 def predict_files(predictor: Predictor, paths: list[str], invert: bool | None = None,

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from helpers import run_module
+from helpers import run_module, run_python
 from mnist_rnn import errors, sample, serving
 from mnist_rnn.report import CONFUSION_PNG
 from mnist_rnn.compat import keras
@@ -199,3 +199,31 @@ def test_training_writes_the_same_report(trained):
     report = json.loads((pathlib.Path(config.model_dir) / "evaluation.json").read_text())
     assert report["accuracy"] == pytest.approx(metrics["final_test_accuracy"], abs=1e-6)
     assert (pathlib.Path(config.model_dir) / CONFUSION_PNG).is_file()
+
+
+OTHER_KERAS_MODEL = """
+import sys
+from mnist_rnn import serving
+from mnist_rnn.model import build_model
+model = build_model("dynamic", 4, 28, 28, seed=0)
+model.save(sys.argv[1] + "/model.keras")
+serving.export_saved_model(model, sys.argv[1] + "/saved_model")
+"""
+
+
+def test_a_model_from_the_other_keras_says_which_wrote_it_and_what_reads_it(tmp_path,
+                                                                               test_digits):
+    from mnist_rnn import compat
+
+    other = {**os.environ, "TF_USE_LEGACY_KERAS": "" if compat.LEGACY else "1"}
+    written = run_python("-c", OTHER_KERAS_MODEL, tmp_path, env=other, timeout=180)
+    assert written.returncode == 0, written.stderr[-2000:]
+    with pytest.raises(errors.ModelLoadError) as err:
+        serving.load(str(tmp_path / "model.keras"))
+    message = str(err.value)
+    assert f"written by Keras {'3' if compat.LEGACY else '2'}." in message and "\n" not in message
+    assert ("unset TF_USE_LEGACY_KERAS" if compat.LEGACY else "TF_USE_LEGACY_KERAS=1") in message
+    assert "saved_model/" in message
+    # ...and the SavedModel beside it does load, whichever Keras wrote it.
+    probabilities = serving.load(str(tmp_path / "saved_model")).probabilities(test_digits[0][:4])
+    assert probabilities.shape == (4, 10)
