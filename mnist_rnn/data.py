@@ -9,7 +9,9 @@ import dataclasses
 import functools
 import io
 import math
+import os
 import sys
+import tempfile
 import threading
 import urllib.error
 import urllib.request
@@ -118,9 +120,37 @@ def mnist_prepared(data_dir: str | None) -> bool:
 
 
 def resolve_dataset(dataset: str, data_dir: str | None = None, probe=network_reachable) -> str:
-    """Returns "mnist" or "mnist_sample" for `dataset` in DATASETS, probing at most once."""
+    """Returns "mnist" or "mnist_sample" for `dataset` in DATASETS, probing at most once.
+    Fails with one line when `data_dir` can neither hold nor receive that dataset."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}: use one of {', '.join(DATASETS)}")
+    if data_dir is not None and os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise DatasetUnavailableError(
+            f"{setting('data_dir', data_dir)} is not a directory: pass the directory where "
+            "TFDS keeps (or may write) its datasets")
+    name = _choose(dataset, data_dir, probe)
+    _check_preparable(name, data_dir)
+    return name
+
+
+def _check_preparable(name: str, data_dir: str | None) -> None:
+    """A dataset not prepared yet is written into data_dir: it must be writable."""
+    if _quietly(lambda: tfds.builder(name, data_dir=data_dir).is_prepared()):
+        return
+    where = data_dir or tfds.core.constants.DATA_DIR
+    existing = os.path.abspath(where)
+    while not os.path.exists(existing):  # TFDS creates the rest.
+        existing = os.path.dirname(existing)
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise DatasetUnavailableError(
+            f"cannot prepare {name} in {setting('data_dir', where)}: {e.strerror or e}; pass "
+            f"a writable {setting('data_dir')}, or one where {name} is prepared") from None
+
+
+def _choose(dataset: str, data_dir: str | None, probe) -> str:
     if dataset == "mnist_sample":
         return dataset
     if mnist_prepared(data_dir) or probe():

@@ -90,10 +90,12 @@ def train_and_evaluate(config: TrainConfig, datasets: data.Datasets | None = Non
 
 
 def _prepare(config: TrainConfig, datasets: data.Datasets | None) -> _Run:
-    """Picks the strategy, checks and cleans the directories, reads the backup and refuses
-    to mix another run's settings or dataset into it."""
+    """Picks the strategy and the dataset, checks and cleans the directories, reads the backup
+    and refuses to mix another run's settings or dataset into it. Nothing is written before
+    the data is known to be there (or preparable)."""
     # Multi-worker strategies must exist before any other TensorFlow work.
     strategy = distribute.make_strategy(config.distribution_strategy)
+    name = datasets.name if datasets else data.resolve_dataset(config.dataset, config.data_dir)
     out_dir = distribute.write_dir(config.model_dir, strategy)
     files.ensure_writable_dir(config.model_dir)
     files.ensure_writable_dir(out_dir)
@@ -102,7 +104,6 @@ def _prepare(config: TrainConfig, datasets: data.Datasets | None) -> _Run:
     if distribute.is_chief(strategy):
         checkpoint.prepare(backup_dir, config.overwrite)
     state = checkpoint.load_state(backup_dir)
-    name = datasets.name if datasets else data.resolve_dataset(config.dataset, config.data_dir)
     if state:
         checkpoint.check_compatible(state, run_defining(config), name)
     return _Run(config, strategy, out_dir, backup_dir, state, name, datasets)

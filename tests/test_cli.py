@@ -95,6 +95,17 @@ def test_unwritable_model_dir_is_one_clear_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_a_bad_data_dir_is_one_line_and_creates_no_model_dir(tmp_path):
+    (tmp_path / "file").write_text("")
+    result = run_train(f"--data_dir={tmp_path / 'file'}", f"--model_dir={tmp_path / 'run'}",
+                       timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: --data_dir={tmp_path / 'file'} is not a directory: pass the directory where "
+        "TFDS keeps (or may write) its datasets")
+    assert not (tmp_path / "run").exists()
+
+
 def test_helpfull_lists_the_flags():
     result = run_train("--helpfull", timeout=120)  # absl exits 1 after printing help.
     assert result.stdout.startswith("Train the static or the dynamic LSTM")

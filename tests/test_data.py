@@ -1,6 +1,7 @@
 import hashlib
 import os
 import socket
+import subprocess
 import threading
 import time
 
@@ -191,3 +192,31 @@ def test_sample_never_probes(tmp_path):
         raise AssertionError("the sample must not touch the network")
 
     assert data.resolve_dataset("mnist_sample", str(tmp_path), probe=probe) == "mnist_sample"
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """An empty directory on a read-only filesystem: a small tmpfs mounted read-only (root)."""
+    path = tmp_path / "read_only"
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    yield str(path)
+    subprocess.run(["umount", str(path)], check=True)
+
+
+def test_a_data_dir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(data.DatasetUnavailableError) as err:
+        data.resolve_dataset("auto", str(tmp_path / "file"), probe=lambda: False)
+    assert err.value.as_flags().startswith(f"--data_dir={tmp_path / 'file'} is not a directory")
+
+
+def test_a_read_only_data_dir_without_the_dataset_is_one_line(read_only_dir):
+    with pytest.raises(data.DatasetUnavailableError) as err:
+        data.resolve_dataset("mnist_sample", read_only_dir)
+    assert err.value.as_flags() == (
+        f"cannot prepare mnist_sample in --data_dir={read_only_dir}: Read-only file system; "
+        "pass a writable --data_dir, or one where mnist_sample is prepared")
