@@ -135,10 +135,14 @@ def build(config: TrainConfig, datasets: data.Datasets, steps_per_execution: int
 
 def _describe(run: _Run) -> str:
     config, datasets = run.config, run.datasets
-    return (f"Training the {config.rnn} LSTM ({config.units} units, "
+    text = (f"Training the {config.rnn} LSTM ({config.units} units, "
             f"{run.model.count_params():,} parameters) on {datasets.name} "
             f"({datasets.train_size:,} train / {datasets.test_size:,} test images), "
             f"{datasets.timesteps} timesteps of {datasets.features} features")
+    if config.batch_size > datasets.train_size:
+        text += (f"\nThe batch size {config.batch_size:,} is larger than the training set: "
+                 f"each epoch is one batch of {datasets.train_size:,}")
+    return text
 
 
 def execution_steps(config: TrainConfig, steps_per_epoch: int, start_step: int) -> int:
@@ -225,6 +229,15 @@ def samples_seen(steps: int, batch_size: int, train_size: int,
     return full_epochs * train_size + min(rest * batch_size, train_size)
 
 
+def _largest_batch(config: TrainConfig, datasets: data.Datasets) -> int:
+    return min(config.batch_size, datasets.train_size)
+
+
+def _mean_batch(datasets: data.Datasets) -> float:
+    """Training examples per step, over an epoch: its last batches may be smaller."""
+    return datasets.train_size / datasets.steps_per_epoch
+
+
 def _metrics(run: _Run, timer: StepTimer, evaluator: EvaluateAndStop,
              final: Evaluation) -> dict:
     """metrics.json: the settings, the data, every evaluation and the timings."""
@@ -236,6 +249,7 @@ def _metrics(run: _Run, timer: StepTimer, evaluator: EvaluateAndStop,
     steady = timer.steady_steps_per_s()
     return {
         "flags": dataclasses.asdict(config),
+        "batch_size": _largest_batch(config, datasets),
         "dataset": {"name": datasets.name, "train_size": datasets.train_size,
                     "test_size": datasets.test_size, "timesteps": datasets.timesteps,
                     "features": datasets.features},
@@ -252,8 +266,8 @@ def _metrics(run: _Run, timer: StepTimer, evaluator: EvaluateAndStop,
         "time_to_first_step_s": timer.first_step_s,
         "train_samples": samples,
         "train_samples_per_s": samples / train_time_s if train_time_s > 0 else None,
-        # Full batches after the warm-up: the speed a long run settles at.
-        "steady_train_samples_per_s": steady * config.batch_size if steady else None,
+        # After the warm-up: the speed a long run settles at.
+        "steady_train_samples_per_s": steady * _mean_batch(datasets) if steady else None,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
 

@@ -139,3 +139,12 @@ def test_a_finished_run_on_another_dataset_is_refused(trained, sample):
         trainer.train_and_evaluate(config, elsewhere, out=io.StringIO())
     _, metrics = trainer.train_and_evaluate(config, sample, out=io.StringIO())
     assert metrics["steps"] == 40  # The same data: the finished run, as it was.
+
+
+def test_a_batch_larger_than_the_training_set_is_recorded_as_used(tmp_path, tfds_dir):
+    out = io.StringIO()
+    config = tiny_config(tmp_path, tfds_dir, batch_size=100_000, epochs=3, export=False)
+    _, metrics = trainer.train_and_evaluate(config, out=out)
+    assert "larger than the training set: each epoch is one batch of 4,000" in out.getvalue()
+    assert metrics["flags"]["batch_size"] == 100_000 and metrics["batch_size"] == 4000
+    assert metrics["steps"] == 3 and metrics["train_samples"] == 12_000
