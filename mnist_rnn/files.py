@@ -1,12 +1,16 @@
 """Crash-safe writes: everything is written under a temporary name in the target's own
 directory and renamed into place, so a crash mid-write never replaces a good file."""
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import tempfile
 
-from mnist_rnn.errors import OutputError, setting
+from mnist_rnn.errors import OutputError, UserError, setting
+
+LOCK_FILE = ".lock"
 
 TMP_MARK = ".tmp-"
 
@@ -121,3 +125,26 @@ def write_or_fail(write, *args) -> None:
             f"cannot write to {getattr(e, 'filename', None) or args[-1]}: "
             f"{e.strerror or e}; the previous files are kept"
         ) from None
+
+
+@contextlib.contextmanager
+def exclusive(directory: str, setting_name: str = "model_dir"):
+    """Holds an exclusive lock on `directory` (its .lock file) for the block. Another process
+    holding it stops this one with one line naming that process. The OS releases the lock
+    when its process ends, however it ends, so a killed run never leaves a stale one."""
+    path = os.path.join(directory, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise UserError(
+            f"{setting(setting_name, directory)} is in use by another run (process {holder}): "
+            f"wait for it to end, or use another {setting(setting_name)}") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # Releases the lock.

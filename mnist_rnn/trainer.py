@@ -4,6 +4,7 @@ Plain arguments only: `python -m mnist_rnn.train` maps its flags onto a `TrainCo
 and notebooks build one directly, and may pass their own `datasets`.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -57,9 +58,16 @@ def train_and_evaluate(config: TrainConfig, datasets: data.Datasets | None = Non
     datasets: the data to use instead of `config.dataset` (tests inject their own).
     Returns the trained model and the metrics written to metrics.json.
     """
-    run = _prepare(config, datasets)
-    if run.state and run.state.get("finished"):
-        return _already_finished(config, run.state, out)
+    with contextlib.ExitStack() as held:
+        run = _prepare(config, datasets, held)
+        if run.state and run.state.get("finished"):
+            return _already_finished(config, run.state, out)
+        return _train(run, out)
+
+
+def _train(run: _Run, out: TextIO) -> tuple[keras.Model, dict]:
+    """Trains the prepared run to its end and writes its outputs."""
+    config = run.config
     seed(config.seed)
     run.datasets = run.datasets or load_datasets(config, run.dataset_name)
     with run.strategy.scope():
@@ -84,20 +92,25 @@ def train_and_evaluate(config: TrainConfig, datasets: data.Datasets | None = Non
         return run.model, metrics
     # Only now is the run done: a kill before this line resumes and writes it all again.
     files.write_or_fail(checkpoint.mark_finished, run.backup_dir, _state(run, timer, evaluator))
-    written = sorted(n for n in os.listdir(run.out_dir) if not n.endswith("_temp"))
+    written = sorted(n for n in os.listdir(run.out_dir)
+                     if not n.endswith("_temp") and not n.startswith("."))
     print(f"Saved to {run.out_dir}: {', '.join(written)}", file=out)
     return run.model, metrics
 
 
-def _prepare(config: TrainConfig, datasets: data.Datasets | None) -> _Run:
-    """Picks the strategy and the dataset, checks and cleans the directories, reads the backup
+def _prepare(config: TrainConfig, datasets: data.Datasets | None,
+             held: contextlib.ExitStack) -> _Run:
+    """Picks the strategy and the dataset, locks and cleans the directories, reads the backup
     and refuses to mix another run's settings or dataset into it. Nothing is written before
-    the data is known to be there (or preparable)."""
+    the data is known to be there (or preparable). The chief's lock on model_dir is `held`
+    until the run ends."""
     # Multi-worker strategies must exist before any other TensorFlow work.
     strategy = distribute.make_strategy(config.distribution_strategy)
     name = datasets.name if datasets else data.resolve_dataset(config.dataset, config.data_dir)
     out_dir = distribute.write_dir(config.model_dir, strategy)
     files.ensure_writable_dir(config.model_dir)
+    if distribute.is_chief(strategy):
+        held.enter_context(files.exclusive(config.model_dir))
     files.ensure_writable_dir(out_dir)
     files.remove_stale_tmp(out_dir)
     backup_dir = os.path.join(config.model_dir, checkpoint.BACKUP_DIR)

@@ -144,7 +144,7 @@ def test_nan_loss_stops_at_once_and_keeps_the_last_good_backup(tmp_path, tfds_di
     assert "the last good backup (step 1) is kept" in message
     assert message.endswith("; lower learning_rate")
     assert err.value.as_flags().endswith("; lower --learning_rate")
-    assert sorted(os.listdir(config.model_dir)) == ["backup"]  # No model was written.
+    assert sorted(os.listdir(config.model_dir)) == [".lock", "backup"]  # No model written.
     state = checkpoint.load_state(os.path.join(config.model_dir, "backup"))
     assert state["step"] == 1 and os.path.exists(
         os.path.join(config.model_dir, "backup", state["weights"]))
@@ -231,3 +231,23 @@ def test_corrupt_model_shows_a_traceback_only_when_asked(tmp_path):
     assert quiet.returncode == 1 and "Traceback" not in quiet.stderr
     assert quiet.stderr.strip().splitlines()[-1].startswith(f"error: cannot load model {bad}")
     assert loud.returncode != 0 and "Traceback" in loud.stderr
+
+
+def test_a_second_run_on_a_busy_model_dir_stops_at_once_naming_the_first(tmp_path, tfds_dir):
+    model_dir = tmp_path / "busy"
+    first = subprocess.Popen(train_command(model_dir, tfds_dir, "--epochs=50"),
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                             cwd=ROOT)
+    try:
+        assert first.stdout.readline().startswith("the default strategy")  # Past the lock.
+        second = run(train_command(model_dir, tfds_dir, "--epochs=50"))
+        assert second.returncode == 1 and "Traceback" not in second.stderr
+        assert second.stderr.strip().splitlines()[-1] == (
+            f"error: --model_dir={model_dir} is in use by another run (process {first.pid}): "
+            "wait for it to end, or use another --model_dir")
+        assert first.poll() is None  # The first run goes on, untouched.
+    finally:
+        first.kill()
+        first.wait(timeout=60)
+    with files.exclusive(str(model_dir)):  # A killed run leaves no stale lock behind.
+        pass
