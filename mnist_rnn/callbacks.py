@@ -5,11 +5,14 @@ so far (`steps_per_execution` may run several); each callback here counts the ru
 from the step it started at, so a resumed run goes on counting where it stopped.
 """
 
+import contextlib
 import dataclasses
 import glob
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Callable, TextIO
 
@@ -117,7 +120,6 @@ class EvaluateAndStop(StepCallback):
         self.history = list(history or [])
         self.eval_time_s = eval_time_s
         self.last_pass = None
-        self.stopped = False
 
     def on_steps_end(self, logs):
         loss = float(logs.get("loss", 0.0))
@@ -137,7 +139,6 @@ class EvaluateAndStop(StepCallback):
         return bool(self.every_steps) and self.step % self.every_steps == 0
 
     def stop(self) -> None:
-        self.stopped = True
         if self.model is not None:  # None when the run resumed with nothing left to train.
             self.model.stop_training = True
 
@@ -175,6 +176,42 @@ class EvaluateAndStop(StepCallback):
             print(f"reached target accuracy {self.target_accuracy}: stopping", file=self.out)
             self.stop()
         return result
+
+
+class StopOnSignal(StepCallback):
+    """Turns SIGINT (Ctrl-C) and SIGTERM (what schedulers and preemptible machines send) into a
+    clean stop: while `caught()` is active, a signal only marks `signal_number`, and training
+    stops after the call into TensorFlow in flight, once the callbacks before this one
+    (evaluation, backup) have run for its step."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, start_step: int = 0):
+        super().__init__(start_step)
+        self.signal_number = None
+
+    @contextlib.contextmanager
+    def caught(self):
+        """Catches the signals for the block (in the main thread; elsewhere Python cannot)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.signal(s, self._mark) for s in self.SIGNALS}
+        try:
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+    def _mark(self, number, frame):
+        self.signal_number = number
+
+    def on_steps_end(self, logs):
+        if self.signal_number is not None:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.on_steps_end({})
 
 
 class Backup(StepCallback):

@@ -60,6 +60,9 @@ def run(main: Callable[[list[str]], int | None],
             load_tensorflow_quietly()
         try:
             return main(argv)
+        except errors.Interrupted as e:
+            print(e.as_flags(), file=sys.stderr)
+            sys.exit(e.exit_status)
         except errors.UserError as e:
             if verbose:
                 raise

@@ -64,3 +64,12 @@ class ImageError(UserError):
 
 class NumericalError(UserError):
     """The loss or the weights stopped being finite numbers."""
+
+
+class Interrupted(UserError):
+    """Training stopped cleanly on a signal, after a backup; `exit_status` is the shell's
+    128 + the signal's number."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.exit_status = 128 + signal_number

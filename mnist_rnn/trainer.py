@@ -10,16 +10,18 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 from typing import TextIO
 
 import tensorflow as tf
 
 from mnist_rnn import checkpoint, compat, data, distribute, files, report, serving
-from mnist_rnn.callbacks import Backup, EvaluateAndStop, Evaluation, StepTimer, TensorBoardLog
+from mnist_rnn.callbacks import (Backup, EvaluateAndStop, Evaluation, StepTimer, StopOnSignal,
+                                 TensorBoardLog)
 from mnist_rnn.compat import keras
 from mnist_rnn.config import TrainConfig, run_defining
-from mnist_rnn.errors import NumericalError, UserError, setting
+from mnist_rnn.errors import Interrupted, NumericalError, UserError, setting
 from mnist_rnn.model import build_model, compile_model
 
 MODEL_FILE = "model.keras"
@@ -188,21 +190,30 @@ def _fit(run: _Run, out: TextIO) -> tuple[StepTimer, EvaluateAndStop, TensorBoar
         run.start_step) if config.tensorboard and run.chief else None
     if evaluator.finished(config.epochs):
         return timer, evaluator, tensorboard
+    stopper = StopOnSignal(run.start_step)
     try:
-        callbacks = [timer, evaluator, tensorboard, backup]
+        callbacks = [timer, evaluator, tensorboard, backup, stopper]
         if config.verbose:
             callbacks.insert(0, compat.progress_bar())
-        _fit_epochs(run, [c for c in callbacks if c], evaluator)
+        with stopper.caught():
+            _fit_epochs(run, [c for c in callbacks if c])
     except NumericalError as e:
         last = checkpoint.load_state(run.backup_dir)
         kept = (f"the last good backup (step {last['step']}) is kept in {run.backup_dir}"
                 if last else "no backup was written yet")
         raise NumericalError(f"{e.marked}: training stopped and nothing was saved; {kept}; "
                              f"lower {setting('learning_rate')}") from None
+    if stopper.signal_number is not None and not evaluator.finished(config.epochs):
+        backup.save()  # Nothing to redo on resume: the backup is at the step stopped at.
+        if tensorboard:
+            tensorboard.finish()
+        raise Interrupted(f"stopped at step {evaluator.step} on "
+                          f"{signal.Signals(stopper.signal_number).name}; run the same "
+                          "command to resume", stopper.signal_number)
     return timer, evaluator, tensorboard
 
 
-def _fit_epochs(run: _Run, callbacks: list, evaluator: EvaluateAndStop) -> None:
+def _fit_epochs(run: _Run, callbacks: list) -> None:
     """model.fit from the run's start step on. Every epoch has `steps_per_epoch` steps, so the
     step alone says where a resumed run is in the data; a part-done epoch is finished first."""
     config, datasets = run.config, run.datasets
@@ -215,7 +226,7 @@ def _fit_epochs(run: _Run, callbacks: list, evaluator: EvaluateAndStop) -> None:
                       initial_epoch=epoch, epochs=epoch + 1,
                       steps_per_epoch=steps - done_in_epoch, **fit)
         epoch += 1
-    if epoch < config.epochs and not evaluator.stopped:
+    if epoch < config.epochs and not run.model.stop_training:
         run.model.fit(datasets.train_epochs(epoch, config.epochs), initial_epoch=epoch,
                       epochs=config.epochs, steps_per_epoch=steps, **fit)
 

@@ -38,6 +38,18 @@ def uninterrupted(tmp_path_factory, tfds_dir):
     return model_dir
 
 
+def wait_until_trained_past_a_backup(process, model_dir, timeout=240):
+    """Until the run's logs show a step after its last backup: steps not backed up yet."""
+    state_file = model_dir / "backup" / "state.json"
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        if state_file.exists():
+            logged = tensorboard_scalars(model_dir / "logs" / "train").get("loss", [])
+            if logged and logged[-1][0] > json.loads(state_file.read_text())["step"]:
+                return
+        time.sleep(0.02)
+
+
 def weights_of(model_dir):
     return keras.models.load_model(model_dir / "model.keras").get_weights()
 
@@ -49,17 +61,7 @@ def test_sigkill_then_the_same_command_resumes_to_the_same_result(uninterrupted,
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                cwd=ROOT)
     state_file = model_dir / "backup" / "state.json"
-    deadline = time.monotonic() + 240
-
-    def logged_past_the_backup():  # Steps the resumed run trains, and logs, again.
-        if not state_file.exists():
-            return False
-        logged = tensorboard_scalars(model_dir / "logs" / "train").get("loss", [])
-        return logged and logged[-1][0] > json.loads(state_file.read_text())["step"]
-
-    while (not logged_past_the_backup() and process.poll() is None
-           and time.monotonic() < deadline):
-        time.sleep(0.02)
+    wait_until_trained_past_a_backup(process, model_dir)
     process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=60) == -signal.SIGKILL
     killed_at = json.loads(state_file.read_text())["step"]
@@ -251,3 +253,35 @@ def test_a_second_run_on_a_busy_model_dir_stops_at_once_naming_the_first(tmp_pat
         first.wait(timeout=60)
     with files.exclusive(str(model_dir)):  # A killed run leaves no stale lock behind.
         pass
+
+
+@pytest.mark.parametrize("signal_number, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigint_and_sigterm_back_up_and_the_resumed_run_redoes_nothing(
+        uninterrupted, tmp_path, tfds_dir, signal_number, status):
+    model_dir = tmp_path / "stopped"
+    command = train_command(model_dir, tfds_dir)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, cwd=ROOT)
+    state_file = model_dir / "backup" / "state.json"
+    wait_until_trained_past_a_backup(process, model_dir)  # So the stop must back up itself.
+    process.send_signal(signal_number)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == status and "Traceback" not in stderr
+    line = stderr.strip().splitlines()[-1]
+    stopped_at = json.loads(state_file.read_text())["step"]
+    assert line == (f"stopped at step {stopped_at} on {signal.Signals(signal_number).name}; "
+                    "run the same command to resume")
+    assert 30 <= stopped_at < 120 and not (model_dir / "metrics.json").exists()
+
+    result = run(command)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = trainer.load_metrics(model_dir)
+    reference = trainer.load_metrics(uninterrupted)
+    assert resumed["resumed_from_step"] == stopped_at  # The backup is where it stopped.
+    assert resumed["steps"] == reference["steps"] == 120
+    assert [e["step"] for e in resumed["evaluations"]] == [
+        e["step"] for e in reference["evaluations"]]
+    assert resumed["final_test_accuracy"] == pytest.approx(reference["final_test_accuracy"],
+                                                           abs=0.005)
+    for a, b in zip(weights_of(model_dir), weights_of(uninterrupted)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
