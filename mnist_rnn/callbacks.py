@@ -235,7 +235,7 @@ class Backup(StepCallback):
 
     def save(self) -> None:
         if self.step != self._saved_step:
-            checkpoint.save(self.model, self.directory, self.state())
+            files.write_or_fail(checkpoint.save, self.model, self.directory, self.state())
             self._saved_step = self.step
 
 

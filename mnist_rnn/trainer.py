@@ -6,6 +6,7 @@ and notebooks build one directly, and may pass their own `datasets`.
 
 import contextlib
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -117,8 +118,9 @@ def _prepare(config: TrainConfig, datasets: data.Datasets | None,
     files.remove_stale_tmp(out_dir)
     backup_dir = os.path.join(config.model_dir, checkpoint.BACKUP_DIR)
     if distribute.is_chief(strategy):
-        checkpoint.prepare(backup_dir, config.overwrite)
-    state = checkpoint.load_state(backup_dir)
+        files.remove_stale_tmp(backup_dir)
+    # Starting over ignores the old backup; the new run's first backup replaces it.
+    state = None if config.overwrite else checkpoint.load_state(backup_dir)
     if state:
         checkpoint.check_compatible(state, run_defining(config), name)
     return _Run(config, strategy, out_dir, backup_dir, state, name, datasets)
@@ -310,9 +312,20 @@ def save(model: keras.Model, model_dir: str, saved_model: bool = True) -> None:
     """model.keras always; the SavedModel for serving when `saved_model`."""
     files.write_or_fail(files.save_model, model, os.path.join(model_dir, MODEL_FILE))
     if saved_model:
-        files.write_or_fail(files.replace_dir,
-                            lambda path: serving.export_saved_model(model, path),
-                            os.path.join(model_dir, SAVED_MODEL_DIR))
+        path = os.path.join(model_dir, SAVED_MODEL_DIR)
+        files.write_or_fail(files.replace_dir, _export_to(model, path), path)
+
+
+def _export_to(model: keras.Model, path: str):
+    """A writer of the SavedModel into a temporary directory, for files.replace_dir."""
+    def write(tmp: str) -> None:
+        try:
+            serving.export_saved_model(model, tmp)
+        except tf.errors.OpError as e:  # TensorFlow's file errors are not OSErrors.
+            code = errno.ENOSPC if "No space left" in e.message else errno.EIO
+            raise OSError(code, os.strerror(code), path) from None
+
+    return write
 
 
 def _already_finished(config: TrainConfig, state: dict,

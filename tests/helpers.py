@@ -1,10 +1,13 @@
 """What several test files use: the repository root, a tiny training config, and running a
 command in a subprocess as a user would."""
 
+import contextlib
 import os
 import pathlib
 import subprocess
 import sys
+
+import pytest
 
 from mnist_rnn.config import TrainConfig
 
@@ -53,3 +56,18 @@ def run_python(*args, timeout: float = 300, **kwargs) -> subprocess.CompletedPro
 def run_module(module: str, *args, **kwargs) -> subprocess.CompletedProcess:
     """`python -m module args...`, as run_python."""
     return run_python("-m", module, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def tmpfs(path, options: str):
+    """A small tmpfs mounted at `path` (an empty directory) for the block: a real full or
+    read-only filesystem. Mounting needs root, as CI has; elsewhere the test is skipped."""
+    os.makedirs(path, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        yield str(path)
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=True)

@@ -1,7 +1,6 @@
 import hashlib
 import os
 import socket
-import subprocess
 import threading
 import time
 
@@ -10,6 +9,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from helpers import tmpfs
 from mnist_rnn import data, sample, sequences
 
 
@@ -196,15 +196,9 @@ def test_sample_never_probes(tmp_path):
 
 @pytest.fixture
 def read_only_dir(tmp_path):
-    """An empty directory on a read-only filesystem: a small tmpfs mounted read-only (root)."""
-    path = tmp_path / "read_only"
-    path.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)],
-                             capture_output=True, text=True)
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
-    yield str(path)
-    subprocess.run(["umount", str(path)], check=True)
+    """An empty directory on a read-only filesystem."""
+    with tmpfs(tmp_path / "read_only", "ro,size=1m") as path:
+        yield path
 
 
 def test_a_data_dir_that_is_a_file_is_one_line(tmp_path):

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import ROOT, run_python, tensorboard_scalars, tiny_config
+from helpers import ROOT, run_python, tensorboard_scalars, tiny_config, tmpfs
 from mnist_rnn import checkpoint, errors, files, trainer
 from mnist_rnn.compat import keras
 
@@ -285,3 +285,38 @@ def test_sigint_and_sigterm_back_up_and_the_resumed_run_redoes_nothing(
                                                            abs=0.005)
     for a, b in zip(weights_of(model_dir), weights_of(uninterrupted)):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_a_full_disk_during_a_backup_is_one_line_and_keeps_every_good_file(tmp_path, tfds_dir):
+    """A real 3 MB filesystem holding a finished run; a bigger model started over on it fills
+    it at its first backup. HDF5 meeting the full disk used to crash the process (exit 139)
+    and leave backup/ empty."""
+    with tmpfs(tmp_path / "small", "size=3m") as disk:
+        model_dir = pathlib.Path(disk) / "run"
+        trainer.train_and_evaluate(
+            tiny_config(tmp_path, tfds_dir, units=16, max_steps=10, model_dir=str(model_dir)),
+            out=io.StringIO())
+        kept = {p: p.read_bytes() for p in model_dir.rglob("*") if p.is_file()}
+        result = run(train_command(model_dir, tfds_dir, "--units=256", "--max_steps=20",
+                                   "--overwrite"))
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"error: cannot write to {model_dir}/backup/step-20.weights.h5: No space left on "
+            "device; the previous files are kept")
+        for path, content in kept.items():
+            if "logs" not in path.parts and path.name != ".lock":
+                assert path.read_bytes() == content, path
+        assert not [p for p in model_dir.rglob("*") if ".tmp-" in p.name]
+
+
+def test_a_full_disk_during_the_export_is_one_line_too(tmp_path, tfds_dir):
+    """TensorFlow reports its own write errors (ResourceExhaustedError), not OSError."""
+    with tmpfs(tmp_path / "small", "size=900k") as disk:
+        model_dir = pathlib.Path(disk) / "run"
+        result = run(train_command(model_dir, tfds_dir, "--units=64", "--max_steps=10",
+                                   "--export", "--notensorboard"))
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        line = result.stderr.strip().splitlines()[-1]
+        assert line.startswith(f"error: cannot write to {model_dir}/")
+        assert line.endswith(": No space left on device; the previous files are kept")
+        assert not [p for p in model_dir.rglob("*") if ".tmp-" in p.name]
