@@ -21,8 +21,6 @@ from mnist_rnn.errors import NumericalError, UserError, setting
 BACKUP_DIR = "backup"
 STATE_FILE = "state.json"
 WEIGHTS_PREFIX, WEIGHTS_SUFFIX = "step-", ".weights.h5"
-
-
 # Beside the variables, a weights file holds its structure and names: about 25 KB measured
 # from 16 to 256 units; four times that, to be sure.
 H5_OVERHEAD_BYTES = 100_000

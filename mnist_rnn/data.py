@@ -114,9 +114,10 @@ def network_reachable(url: str = MNIST_PROBE_URL, timeout: float = PROBE_TIMEOUT
     return bool(result and result[0])
 
 
-def mnist_prepared(data_dir: str | None) -> bool:
+def prepared(name: str, data_dir: str | None) -> bool:
+    """Whether TFDS dataset `name` is prepared in `data_dir`."""
     # TFDS warns about the missing folder it is asked to look for: not news here.
-    return _quietly(lambda: tfds.builder("mnist", data_dir=data_dir).is_prepared())
+    return _quietly(lambda: tfds.builder(name, data_dir=data_dir).is_prepared())
 
 
 def resolve_dataset(dataset: str, data_dir: str | None = None, probe=network_reachable) -> str:
@@ -135,7 +136,7 @@ def resolve_dataset(dataset: str, data_dir: str | None = None, probe=network_rea
 
 def _check_preparable(name: str, data_dir: str | None) -> None:
     """A dataset not prepared yet is written into data_dir: it must be writable."""
-    if _quietly(lambda: tfds.builder(name, data_dir=data_dir).is_prepared()):
+    if prepared(name, data_dir):
         return
     where = data_dir or tfds.core.constants.DATA_DIR
     existing = os.path.abspath(where)
@@ -153,7 +154,7 @@ def _check_preparable(name: str, data_dir: str | None) -> None:
 def _choose(dataset: str, data_dir: str | None, probe) -> str:
     if dataset == "mnist_sample":
         return dataset
-    if mnist_prepared(data_dir) or probe():
+    if prepared("mnist", data_dir) or probe():
         return "mnist"
     where = data_dir or tfds.core.constants.DATA_DIR
     if dataset == "mnist":
@@ -180,9 +181,9 @@ def length_buckets(timesteps: int, count: int = 7) -> tuple[int, ...]:
 def prepare_sample(data_dir: str | None = None, out: TextIO = sys.stdout) -> None:
     """Writes the bundled sample as a TFDS dataset in `data_dir` once, saying so in one line:
     TFDS's own words would speak of a download, and nothing is downloaded."""
-    builder = _quietly(lambda: tfds.builder("mnist_sample", data_dir=data_dir))
-    if _quietly(builder.is_prepared):
+    if prepared("mnist_sample", data_dir):
         return
+    builder = _quietly(lambda: tfds.builder("mnist_sample", data_dir=data_dir))
     print(f"Preparing the bundled sample (5,000 MNIST digits) once, in {builder.data_dir}",
           file=out, flush=True)
     tfds.display_progress_bar(False)

@@ -188,7 +188,7 @@ def _fit(run: _Run, out: TextIO) -> tuple[StepTimer, EvaluateAndStop, TensorBoar
                     lambda: _state(run, timer, evaluator), run.start_step)
     tensorboard = TensorBoardLog(
         os.path.join(run.out_dir, LOGS_DIR), lambda: evaluator.history,
-        lambda: (timer.steady_steps_per_s() or 0.0) * config.batch_size,
+        lambda: _steady_samples_per_s(timer, datasets),
         run.start_step) if config.tensorboard and run.chief else None
     if evaluator.finished(config.epochs):
         return timer, evaluator, tensorboard
@@ -259,9 +259,11 @@ def _largest_batch(config: TrainConfig, datasets: data.Datasets) -> int:
     return min(config.batch_size, datasets.train_size)
 
 
-def _mean_batch(datasets: data.Datasets) -> float:
-    """Training examples per step, over an epoch: its last batches may be smaller."""
-    return datasets.train_size / datasets.steps_per_epoch
+def _steady_samples_per_s(timer: StepTimer, datasets: data.Datasets) -> float | None:
+    """Training examples per second after the warm-up (None before it ends): steps per
+    second times the examples per step over an epoch, whose last batches may be smaller."""
+    steady = timer.steady_steps_per_s()
+    return steady * datasets.train_size / datasets.steps_per_epoch if steady else None
 
 
 def _metrics(run: _Run, timer: StepTimer, evaluator: EvaluateAndStop,
@@ -272,7 +274,6 @@ def _metrics(run: _Run, timer: StepTimer, evaluator: EvaluateAndStop,
     train_time_s = wall_time_s - evaluator.eval_time_s
     samples = samples_seen(evaluator.step, config.batch_size, datasets.train_size,
                            datasets.steps_per_epoch)
-    steady = timer.steady_steps_per_s()
     return {
         "flags": dataclasses.asdict(config),
         "batch_size": _largest_batch(config, datasets),
@@ -293,7 +294,7 @@ def _metrics(run: _Run, timer: StepTimer, evaluator: EvaluateAndStop,
         "train_samples": samples,
         "train_samples_per_s": samples / train_time_s if train_time_s > 0 else None,
         # After the warm-up: the speed a long run settles at.
-        "steady_train_samples_per_s": steady * _mean_batch(datasets) if steady else None,
+        "steady_train_samples_per_s": _steady_samples_per_s(timer, datasets),
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
 
