@@ -1,7 +1,8 @@
 """Evaluate a trained model on the test set: `python -m mnist_rnn.evaluate --model=PATH`.
 
-Prints accuracy, loss, per-class precision and recall and the confusion matrix; with
---output_dir, also writes evaluation.json, confusion_matrix.png and confident_errors.png.
+Prints accuracy, loss, per-class precision and recall, the confusion matrix and the accuracy
+after each step read; with --output_dir, also writes evaluation.json, confusion_matrix.png,
+confident_errors.png and accuracy_by_step.png.
 """
 
 from absl import flags
@@ -27,7 +28,8 @@ def main(argv):
     datasets = data.load_datasets(name, predictor.timesteps, batch_size=500,
                                   data_dir=FLAGS.data_dir)
     evaluation, error_images = report.build_report(
-        report.test_pass(predictor, datasets.test), predictor.path, name, datasets.test)
+        report.test_pass(predictor, datasets.test), predictor.path, name, datasets.test,
+        predictor)
     print(report.format_report(evaluation))
     if FLAGS.output_dir:
         report.write_report(evaluation, error_images, FLAGS.output_dir)

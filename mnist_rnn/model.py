@@ -1,6 +1,8 @@
 """The two LSTM classifiers: static (unrolled, like tf.nn.static_rnn) and dynamic (looped,
 like tf.nn.dynamic_rnn). Both feed the final hidden state h to a Dense(10) of logits."""
 
+from typing import Callable
+
 from mnist_rnn import sequences
 from mnist_rnn.compat import keras
 from mnist_rnn.config import NUM_CLASSES, PIXELS, RNNS
@@ -70,3 +72,21 @@ def compile_model(model: keras.Model, learning_rate: float, jit_compile: bool = 
 def model_timesteps(model: keras.Model) -> int:
     """The steps per image a model reads, derived from its features per step."""
     return PIXELS // model.input_shape[-1]
+
+
+def step_logits_fn(model: keras.Model) -> Callable:
+    """sequences [batch, T, F] -> logits [batch, T, 10]: the answer of `model` after each step
+    read, from its own weights (its LSTM cell returning every step's h, then its Dense head).
+    The last step's logits are the model's output. A variable-length model reads only each
+    digit's inked span: before it, the answer is that of the initial state; after it, it holds.
+    """
+    lstm, head = model.get_layer("lstm"), model.get_layer("logits")
+    every_step = keras.layers.RNN(lstm.cell, return_sequences=True, unroll=lstm.unroll,
+                                  name="lstm_every_step")
+    variable_length = any(isinstance(layer, StripBlankSteps) for layer in model.layers)
+
+    def step_logits(inputs):
+        mask = sequences.ink_mask(inputs) if variable_length else None
+        return head(every_step(inputs, mask=mask))
+
+    return step_logits

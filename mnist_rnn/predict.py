@@ -3,9 +3,14 @@
 PATH is a model.keras file or a saved_model/ directory. IMAGE is a PNG, JPEG, BMP or GIF of
 any size and colour, or a .npy array. A file that cannot be read gets one line on stderr and
 the others are still classified; the exit status is then 1.
+
+--per_step also gives the answer after each step (row) read: the step from which the final
+answer holds, and IMAGE.steps.png beside each image (or in --output_dir) showing the digit
+revealed step by step above each class's probability.
 """
 
 import json
+import os
 import sys
 
 from absl import flags
@@ -24,16 +29,27 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_integer("top_k", 1, "Also print the k most likely digits.", lower_bound=1,
                          upper_bound=10, **fv)
     flags.DEFINE_bool("json", False, "Print one JSON document instead of text lines.", **fv)
+    flags.DEFINE_bool("per_step", False,
+                      "Also the answer after each step read: the step where it settles, and a "
+                      "chart IMAGE.steps.png per image (with --json: step_probabilities).", **fv)
+    flags.DEFINE_string("output_dir", None,
+                        "With --per_step: where to write the charts (default: beside each "
+                        "image).", **fv)
 
 
 def main(argv):
     paths = argv[1:]
     if not paths:
         sys.exit("error: no images given: python -m mnist_rnn.predict --model=PATH IMAGE...")
-    from mnist_rnn import serving  # TensorFlow loads once the flags are valid.
+    from mnist_rnn import files, serving  # TensorFlow loads once the flags are valid.
 
+    if FLAGS.per_step and FLAGS.output_dir:
+        files.ensure_writable_dir(FLAGS.output_dir, "output_dir")
     predictor = serving.load(FLAGS.model)
-    results = serving.predict_files(predictor, paths, FLAGS.invert, FLAGS.top_k)
+    results, digits = serving.read_digits(paths, FLAGS.invert)
+    serving.answer(predictor, results, digits, FLAGS.top_k, FLAGS.per_step)
+    if FLAGS.per_step:
+        _write_charts(results, digits, FLAGS.output_dir)
     if FLAGS.json:
         print(json.dumps(results, indent=2))
     for result in results:
@@ -42,6 +58,32 @@ def main(argv):
         elif not FLAGS.json:
             print(serving.format_result(result))
     return 1 if any("error" in r for r in results) else 0
+
+
+def _write_charts(results: list[dict], digits: dict, output_dir: str | None) -> None:
+    """IMAGE.steps.png for each digit read; a chart that cannot be written is that image's
+    error line."""
+    from mnist_rnn import reading
+
+    used = set()
+    for i, digit in digits.items():
+        result = results[i]
+        stem = os.path.splitext(result["file"])[0]
+        if output_dir:
+            stem = os.path.join(output_dir, os.path.basename(stem))
+        chart, n = stem + reading.STEPS_PNG_SUFFIX, 1
+        while chart in used:  # Two images of one name in --output_dir.
+            n += 1
+            chart = f"{stem}-{n}{reading.STEPS_PNG_SUFFIX}"
+        used.add(chart)
+        try:
+            reading.write_image_chart(
+                digit, result["step_probabilities"], chart,
+                f"{os.path.basename(result['file'])}: the answer after each step read")
+            result["chart"] = chart
+        except OSError as e:
+            result["error"] = (f"cannot write {chart}: {e.strerror or e}; pass --output_dir "
+                               "to write the charts elsewhere")
 
 
 if __name__ == "__main__":

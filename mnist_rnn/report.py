@@ -1,5 +1,6 @@
 """The evaluation report: accuracy, loss, per-class precision and recall, the confusion matrix,
-and pictures of it and of the most confidently wrong digits."""
+the accuracy after each step read, and pictures of these and of the most confidently wrong
+digits."""
 
 import dataclasses
 import math
@@ -7,7 +8,7 @@ import os
 
 import numpy as np
 
-from mnist_rnn import files
+from mnist_rnn import files, reading
 from mnist_rnn.config import NUM_CLASSES, SIDE
 
 REPORT_FILE = "evaluation.json"
@@ -61,10 +62,11 @@ def test_images(test, indices) -> np.ndarray:
     return images
 
 
-def build_report(result: TestPass, model_path: str, dataset: str, test,
+def build_report(result: TestPass, model_path: str, dataset: str, test, predictor,
                  worst: int = 25) -> tuple[dict, np.ndarray]:
-    """The report of one test pass, and uint8 images [k, 28, 28] of the `worst` most
-    confidently wrong digits (read again from `test`)."""
+    """The report of one test pass of `predictor` (a serving.Predictor) over `test`, with its
+    answers after each step (a second pass, per step), and uint8 images [k, 28, 28] of the
+    `worst` most confidently wrong digits (read again from `test`)."""
     labels, predicted = result.labels, result.predicted
     probabilities = np.exp(result.log_probabilities.astype(np.float64))
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
@@ -94,6 +96,7 @@ def build_report(result: TestPass, model_path: str, dataset: str, test,
              "probability": float(probabilities[i, predicted[i]])}
             for i in wrong
         ],
+        "reading": reading.summary(labels, reading.step_pass(predictor, test)),
     }
     return report, test_images(test, wrong)
 
@@ -113,7 +116,18 @@ def format_report(report: dict) -> str:
               "      " + "".join(f"{c:>6}" for c in range(NUM_CLASSES))]
     lines += [f"{t:>6}" + "".join(f"{n:>6}" for n in row)
               for t, row in enumerate(report["confusion_matrix"])]
-    return "\n".join(lines)
+    return "\n".join(lines + ["", format_reading(report["reading"])])
+
+
+def format_reading(summary: dict) -> str:
+    timesteps = summary["timesteps"]
+    reached = ", ".join(f"{mark} after {step if step else 'never'}"
+                        for mark, step in summary["first_step_reaching"].items())
+    by_digit = "  ".join(f"{c}:{m:g}" for c, m in enumerate(summary["median_settled_step_by_digit"])
+                         if m is not None)
+    return (f"while reading {timesteps} steps: test accuracy {reached}; the answer settles at "
+            f"step {summary['median_settled_step']:g} (median)\n"
+            f"median settle step by digit: {by_digit}")
 
 
 def write_report(report: dict, error_images: np.ndarray, output_dir: str,
@@ -150,3 +164,5 @@ def write_report(report: dict, error_images: np.ndarray, output_dir: str,
     files.save_figure(fig, os.path.join(output_dir, ERRORS_PNG), dpi=100,
                       bbox_inches="tight")
     plt.close("all")
+    reading.write_accuracy_chart(report["reading"], os.path.join(output_dir,
+                                                                 reading.ACCURACY_PNG))

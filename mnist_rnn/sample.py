@@ -32,7 +32,8 @@ def load_arrays():
 
 
 def split_indices(labels, split):
-    """Stratified split: per class, the first TRAIN_PER_CLASS rows train, the last TEST_PER_CLASS test."""
+    """Stratified split: per class, the first TRAIN_PER_CLASS rows train, the last
+    TEST_PER_CLASS test."""
     indices = []
     for digit in range(NUM_CLASSES):
         rows = np.flatnonzero(labels == digit)

@@ -30,6 +30,13 @@ def ink_spans(sequences: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return first, last - first + 1
 
 
+def ink_mask(sequences: tf.Tensor) -> tf.Tensor:
+    """bool [batch, T] of [batch, T, F] sequences: True on the steps of each inked span."""
+    first, lengths = ink_spans(sequences)
+    steps = tf.range(tf.shape(sequences)[1])[None, :]
+    return (steps >= first[:, None]) & (steps < (first + lengths)[:, None])
+
+
 def sequence_length(sequence: tf.Tensor) -> tf.Tensor:
     """Length of one [T, F] sequence without its blank leading and trailing steps (>= 1)."""
     return ink_spans(sequence[None])[1][0]

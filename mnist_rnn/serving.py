@@ -7,6 +7,8 @@ The SavedModel's signatures:
   `class` int64 [batch].
 - `serve_sequences`: `sequences` float32 [batch, timesteps, features] in [0, 1], already
   preprocessed as in training -> the same two outputs.
+- `serve_steps`: `images` as above -> `probabilities` float32 [batch, timesteps, 10], the
+  answer after each step read; the last step's is serving_default's.
 """
 
 import json
@@ -17,15 +19,16 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from mnist_rnn import compat, images
+from mnist_rnn import compat, images, reading
 from mnist_rnn.compat import keras
 from mnist_rnn.config import PIXELS, SIDE
 from mnist_rnn.errors import ImageError, ModelLoadError
-from mnist_rnn.model import model_timesteps  # Also registers the model's custom layer.
+from mnist_rnn.model import model_timesteps, step_logits_fn  # Also registers the custom layer.
 from mnist_rnn.sequences import to_sequences
 
 IMAGE_SIGNATURE = "serving_default"
 SEQUENCE_SIGNATURE = "serve_sequences"
+STEPS_SIGNATURE = "serve_steps"
 # A SavedModel gives probabilities, whose log is -inf once one underflows; Keras clips the same.
 MIN_PROBABILITY = 1e-7
 
@@ -40,6 +43,7 @@ def _outputs(logits: tf.Tensor) -> dict:
 def export_saved_model(model: keras.Model, path: str) -> None:
     """Writes `model` as a SavedModel with the two signatures above to `path`."""
     timesteps = model_timesteps(model)
+    step_logits = step_logits_fn(model)
 
     def serve_images(images):
         return _outputs(model(to_sequences(images, timesteps), training=False))
@@ -47,12 +51,15 @@ def export_saved_model(model: keras.Model, path: str) -> None:
     def serve_sequences(sequences):
         return _outputs(model(sequences, training=False))
 
+    def serve_steps(images):
+        logits = step_logits(to_sequences(images, timesteps))
+        return {"probabilities": tf.nn.softmax(logits, axis=-1)}
+
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(
-        IMAGE_SIGNATURE, serve_images,
-        input_signature=[tf.TensorSpec([None, SIDE, SIDE], tf.uint8, name="images")],
-    )
+    images_spec = tf.TensorSpec([None, SIDE, SIDE], tf.uint8, name="images")
+    archive.add_endpoint(IMAGE_SIGNATURE, serve_images, input_signature=[images_spec])
+    archive.add_endpoint(STEPS_SIGNATURE, serve_steps, input_signature=[images_spec])
     archive.add_endpoint(
         SEQUENCE_SIGNATURE, serve_sequences,
         input_signature=[tf.TensorSpec([None, model.input_shape[1], model.input_shape[-1]],
@@ -62,19 +69,31 @@ def export_saved_model(model: keras.Model, path: str) -> None:
 
 
 class Predictor:
-    """One trained model, whatever its format: class probabilities of raw images, and
-    log-probabilities of preprocessed sequences (what evaluation needs)."""
+    """One trained model, whatever its format: class probabilities of raw images, after the
+    last step or after each, and log-probabilities of preprocessed sequences (what evaluation
+    needs)."""
 
     def __init__(self, path: str, timesteps: int, images_fn: Callable,
-                 log_probabilities_fn: Callable):
+                 log_probabilities_fn: Callable, steps_fn: Callable | None):
         self.path = path
         self.timesteps = timesteps
         self._images_fn = images_fn
         self._log_probabilities_fn = log_probabilities_fn
+        self._steps_fn = steps_fn
 
     def probabilities(self, digits) -> np.ndarray:
         """uint8 images [n, 28, 28] -> float32 probabilities [n, 10]."""
         return np.asarray(self._images_fn(np.asarray(digits, np.uint8)))
+
+    def step_probabilities(self, digits) -> np.ndarray:
+        """uint8 images [n, 28, 28] -> float32 probabilities [n, timesteps, 10] after each
+        step read."""
+        if self._steps_fn is None:
+            raise ModelLoadError(
+                f"{self.path}: this SavedModel has no {STEPS_SIGNATURE} signature (it predates "
+                "per-step answers); pass the model.keras beside it, or export it again with "
+                "python -m mnist_rnn.train")
+        return np.asarray(self._steps_fn(np.asarray(digits, np.uint8)))
 
     def log_probabilities(self, sequences) -> np.ndarray:
         """float32 sequences [n, timesteps, features] -> float32 log-probabilities [n, 10]."""
@@ -92,7 +111,13 @@ def from_keras_model(model: keras.Model, path: str = "<in memory>") -> Predictor
     def probabilities(digits):
         return tf.nn.softmax(model(to_sequences(digits, timesteps), training=False), axis=-1)
 
-    return Predictor(path, timesteps, probabilities, log_probabilities)
+    step_logits = step_logits_fn(model)
+
+    @tf.function(reduce_retracing=True)
+    def step_probabilities(digits):
+        return tf.nn.softmax(step_logits(to_sequences(digits, timesteps)), axis=-1)
+
+    return Predictor(path, timesteps, probabilities, log_probabilities, step_probabilities)
 
 
 def from_saved_model(loaded, path: str) -> Predictor:
@@ -111,10 +136,12 @@ def from_saved_model(loaded, path: str) -> Predictor:
         probabilities = sequences_fn(sequences=sequences)["probabilities"]
         return tf.math.log(tf.maximum(probabilities, MIN_PROBABILITY))
 
+    steps_fn = signatures.get(STEPS_SIGNATURE)
     return Predictor(
         path, PIXELS // features,
         lambda digits: images_fn(images=tf.constant(digits))["probabilities"],
         log_probabilities,
+        steps_fn and (lambda digits: steps_fn(images=tf.constant(digits))["probabilities"]),
     )
 
 
@@ -163,27 +190,48 @@ def _raise_if_other_keras(path: str) -> None:
         "both read")
 
 
-def predict_files(predictor: Predictor, paths: list[str], invert: bool | None = None,
-                  top_k: int = 1) -> list[dict]:
-    """One result dict per path: file, class, probability, top_k; or file, error."""
-    results, digits, readable = [], [], []
-    for path in paths:
+def read_digits(paths: list[str], invert: bool | None = None
+                ) -> tuple[list[dict], dict[int, np.ndarray]]:
+    """One result dict per path ({file}, or {file, error} for one that cannot be read), and
+    the uint8 [28, 28] digits read, by their index in `paths`."""
+    results, digits = [], {}
+    for i, path in enumerate(paths):
+        results.append({"file": path})
         try:
-            digits.append(images.load_image(path, invert))
-            readable.append(len(results))
-            results.append({"file": path})
+            digits[i] = images.load_image(path, invert)
         except ImageError as e:
-            results.append({"file": path, "error": str(e)})
+            results[i]["error"] = str(e)
         except Exception as e:  # Whatever one file does, the others still get their answer.
-            results.append({"file": path, "error": f"{path}: cannot read it "
-                                                   f"({type(e).__name__}: {e})"})
-    if digits:
-        for i, p in zip(readable, predictor.probabilities(digits)):
-            ranked = p.argsort()[::-1][:top_k]
+            results[i]["error"] = f"{path}: cannot read it ({type(e).__name__}: {e})"
+    return results, digits
+
+
+def answer(predictor: Predictor, results: list[dict], digits: dict[int, np.ndarray],
+           top_k: int = 1, per_step: bool = False) -> None:
+    """Adds to results[i] the answer for digits[i]: class, probability, top_k; with
+    per_step, also timesteps, settled_step and step_probabilities [timesteps][10]."""
+    if not digits:
+        return
+    stacked = np.stack(list(digits.values()))
+    for i, p in zip(digits, predictor.probabilities(stacked)):
+        ranked = p.argsort()[::-1][:top_k]
+        results[i].update(
+            {"class": int(ranked[0]), "probability": float(p[ranked[0]]),
+             "top_k": [{"class": int(c), "probability": float(p[c])} for c in ranked]})
+    if per_step:
+        for i, steps in zip(digits, predictor.step_probabilities(stacked)):
             results[i].update(
-                {"class": int(ranked[0]), "probability": float(p[ranked[0]]),
-                 "top_k": [{"class": int(c), "probability": float(p[c])} for c in ranked]}
-            )
+                {"timesteps": len(steps),
+                 "settled_step": int(reading.settled_steps(steps.argmax(-1)[None])[0]),
+                 "step_probabilities": np.round(steps.astype(np.float64), 6).tolist()})
+
+
+def predict_files(predictor: Predictor, paths: list[str], invert: bool | None = None,
+                  top_k: int = 1, per_step: bool = False) -> list[dict]:
+    """One result dict per path: file, class, probability, top_k (see `answer`); or file,
+    error."""
+    results, digits = read_digits(paths, invert)
+    answer(predictor, results, digits, top_k, per_step)
     return results
 
 
@@ -191,4 +239,8 @@ def format_result(result: dict) -> str:
     if "error" in result:
         return f"error: {result['error']}"
     ranked = ", ".join(f"{t['class']} ({t['probability']:.3f})" for t in result["top_k"])
+    if "settled_step" in result:
+        ranked += f"; settled at step {result['settled_step']} of {result['timesteps']}"
+    if "chart" in result:
+        ranked += f"; chart {result['chart']}"
     return f"{result['file']}: {ranked}"

@@ -303,9 +303,10 @@ def _write_outputs(run: _Run, metrics: dict, final_pass: report.TestPass) -> Non
     """model.keras, saved_model/, metrics.json and the evaluation report, each crash-safe."""
     save(run.model, run.out_dir, run.config.export)
     files.write_or_fail(files.write_json, os.path.join(run.out_dir, METRICS_FILE), metrics)
+    model_path = os.path.join(run.out_dir, MODEL_FILE)
     evaluation, error_images = report.build_report(
-        final_pass, os.path.join(run.out_dir, MODEL_FILE), run.datasets.name,
-        run.datasets.test)
+        final_pass, model_path, run.datasets.name, run.datasets.test,
+        serving.from_keras_model(run.model, model_path))
     files.write_or_fail(report.write_report, evaluation, error_images, run.out_dir, "model_dir")
 
 

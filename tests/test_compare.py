@@ -114,14 +114,14 @@ def test_variable_length_training_saves_and_serves(tmp_path, tfds_dir):
 
 
 def test_compare_cli_end_to_end(tmp_path, tfds_dir):
-    result = run_module("mnist_rnn.compare", "--timesteps=7,28", "--units=8", "--steps=2",
+    result = run_module("mnist_rnn.compare", "--timesteps=28", "--units=8", "--steps=2",
                         "--dataset=mnist_sample", f"--data_dir={tfds_dir}",
                         f"--output_dir={tmp_path}", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "compare.json").read_text())
     rows = report["rows"]
+    # One length here: other lengths' graphs are tested above without the CLI's processes.
     assert [(r["rnn"], r["timesteps"], r["variable_length"]) for r in rows] == [
-        ("static", 7, False), ("dynamic", 7, False), ("dynamic", 7, True),
         ("static", 28, False), ("dynamic", 28, False), ("dynamic", 28, True)]
     for row in rows:
         assert row["status"] == "ok"
@@ -129,9 +129,9 @@ def test_compare_cli_end_to_end(tmp_path, tfds_dir):
             assert row.get(field) is not None, field
         assert row["time_to_first_step_s"] > 0 and row["samples_per_s"] > 0
         assert row["accepts_other_length"] == (row["rnn"] == "dynamic")
-    static28 = rows[3]
+    static28 = rows[0]
     assert static28["cell_copies"] == 28 and static28["while_ops"] == 0
-    assert rows[5]["mean_timesteps_per_batch"] < 28
+    assert rows[2]["mean_timesteps_per_batch"] < 28
     assert "| static | 28 |" in (tmp_path / "compare.md").read_text()
     with Image.open(tmp_path / "compare.png") as chart:
         assert chart.format == "PNG" and chart.size[0] >= 800

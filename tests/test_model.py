@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from mnist_rnn.model import build_model
+from mnist_rnn.compat import keras
+from mnist_rnn.model import build_model, step_logits_fn
 
 pytestmark = pytest.mark.keras2  # Core tests: also run under Keras 2.
 
@@ -46,3 +47,29 @@ def test_head_reads_the_final_hidden_state():
 def test_unknown_rnn_is_rejected():
     with pytest.raises(ValueError, match="unknown rnn 'cudnn': use one of static, dynamic"):
         build_model("cudnn", 8, 28, 28)
+
+
+@pytest.mark.parametrize("rnn, variable_length, timesteps", [
+    ("static", False, 28), ("dynamic", False, 28), ("dynamic", True, 28), ("static", False, 7),
+])
+def test_answers_after_each_step_end_at_the_model_output(rnn, variable_length, timesteps,
+                                                          tmp_path):
+    """Same weights, no retraining; also for the model reloaded from its .keras file. Digits
+    with blank rows around them, and one blank image, test the variable-length masking."""
+    model = build_model(rnn, 16, timesteps, 784 // timesteps, seed=3,
+                        variable_length=variable_length)
+    model.get_layer("logits").bias.assign(np.arange(10, dtype=np.float32) / 10)
+    rng = np.random.default_rng(0)
+    x = (rng.random((6, 28, 28)) > 0.6) * rng.random((6, 28, 28))
+    x[:, :6], x[:, 21:], x[0] = 0, 0, 0
+    x = x.reshape(6, timesteps, -1).astype(np.float32)
+    model.save(tmp_path / "model.keras")
+    for m in (model, keras.models.load_model(tmp_path / "model.keras")):
+        steps = np.asarray(step_logits_fn(m)(x))
+        assert steps.shape == (6, timesteps, 10)
+        np.testing.assert_allclose(steps[:, -1], m(x), atol=1e-5)
+    if variable_length:  # Before the ink: the initial state's answer, the head's bias alone.
+        np.testing.assert_allclose(steps[1:, :6 * timesteps // 28],
+                                   np.broadcast_to(np.arange(10) / 10, (5, 6, 10)), atol=1e-6)
+    else:  # Blank rows change the state, so the first answers differ from the last.
+        assert np.abs(steps[:, 0] - steps[:, -1]).max() > 1e-3

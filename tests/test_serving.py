@@ -37,7 +37,7 @@ def keras_probabilities(model, images):
 def test_export_signatures_and_dtypes(trained):
     config, _, _ = trained
     loaded = tf.saved_model.load(os.path.join(config.model_dir, "saved_model"))
-    assert {"serving_default", "serve_sequences"} <= set(loaded.signatures)
+    assert set(loaded.signatures) == {"serving_default", "serve_sequences", "serve_steps"}
     images_fn = loaded.signatures["serving_default"]
     spec = images_fn.structured_input_signature[1]["images"]
     assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, 28, 28]
@@ -48,6 +48,10 @@ def test_export_signatures_and_dtypes(trained):
     sequences = loaded.signatures["serve_sequences"].structured_input_signature[1]["sequences"]
     expected_time = 28 if config.rnn == "static" else None
     assert sequences.dtype == tf.float32 and sequences.shape.as_list() == [None, expected_time, 28]
+    steps_fn = loaded.signatures["serve_steps"]
+    assert steps_fn.structured_input_signature[1]["images"] == spec
+    steps = steps_fn.structured_outputs["probabilities"]
+    assert steps.dtype == tf.float32 and steps.shape.as_list() == [None, 28, 10]
 
 
 def test_same_predictions_in_memory_reloaded_and_savedmodel_in_a_fresh_process(
@@ -64,16 +68,25 @@ def test_same_predictions_in_memory_reloaded_and_savedmodel_in_a_fresh_process(
         "out = serve(images=tf.constant(np.load(sys.argv[2])))\n"
         "np.save(sys.argv[3], out['probabilities'].numpy())\n"
         "np.save(sys.argv[4], out['class'].numpy())\n"
+        "steps = tf.saved_model.load(sys.argv[1]).signatures['serve_steps']\n"
+        "np.save(sys.argv[5], steps(images=tf.constant(np.load(sys.argv[2])))['probabilities'])\n"
     )
     subprocess.run(
         [sys.executable, "-c", script, os.path.join(config.model_dir, "saved_model"),
-         tmp_path / "images.npy", tmp_path / "p.npy", tmp_path / "c.npy"],
+         tmp_path / "images.npy", tmp_path / "p.npy", tmp_path / "c.npy", tmp_path / "s.npy"],
         check=True, timeout=120, capture_output=True,
     )
     served = np.load(tmp_path / "p.npy")
     np.testing.assert_allclose(reloaded, in_memory, atol=1e-5)
     np.testing.assert_allclose(served, in_memory, atol=1e-5)
     np.testing.assert_array_equal(np.load(tmp_path / "c.npy"), in_memory.argmax(1))
+    # The answers after each step: the last is the model's output, in every format.
+    served_steps = np.load(tmp_path / "s.npy")
+    assert served_steps.shape == (64, 28, 10)
+    np.testing.assert_allclose(served_steps[:, -1], in_memory, atol=1e-5)
+    for artifact in ("model.keras", "saved_model"):
+        steps = serving.load(os.path.join(config.model_dir, artifact)).step_probabilities(images)
+        np.testing.assert_allclose(steps, served_steps, atol=1e-5)
 
 
 @pytest.fixture
@@ -113,10 +126,21 @@ def test_predict_cli_reports_bad_files_and_still_predicts_the_rest(trained, digi
     bad = [str(tmp_path / "missing.png"), str(tmp_path / "notes.png"),
            str(tmp_path / "batch.npy")]
     result = run_module("mnist_rnn.predict", f"--model={config.model_dir}/model.keras", "--json",
-                        paths[0], *bad, paths[1])
+                        "--per_step", paths[0], *bad, paths[1])
     assert result.returncode == 1
     output = json.loads(result.stdout)
     assert [r.get("class") for r in output] == [labels[0], None, None, None, labels[1]]
+    for r in (output[0], output[-1]):  # Per step: the answer settles, and its chart is drawn.
+        steps = np.array(r["step_probabilities"])
+        assert r["timesteps"] == 28 and steps.shape == (28, 10)
+        assert steps[-1].argmax() == r["class"] and steps[-1].max() == pytest.approx(
+            r["probability"], abs=1e-5)
+        assert (steps[r["settled_step"] - 1:].argmax(1) == r["class"]).all()
+        assert r["settled_step"] == 1 or steps[r["settled_step"] - 2].argmax() != r["class"]
+        assert r["chart"] == r["file"][:-len(".png")] + ".steps.png"
+        with Image.open(r["chart"]) as chart:
+            assert chart.format == "PNG" and chart.size[0] > 600
+    assert not list(tmp_path.glob("notes.steps.png"))
     errors_seen = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert errors_seen == [
         f"error: {bad[0]}: no such file",
@@ -128,16 +152,18 @@ def test_predict_cli_reports_bad_files_and_still_predicts_the_rest(trained, digi
     assert "Traceback" not in result.stderr
 
 
-def test_predict_cli_text_output(trained, digit_files):
+def test_predict_cli_text_output(trained, digit_files, tmp_path):
     config, _, _ = trained
     paths, labels = digit_files
     result = run_module("mnist_rnn.predict", f"--model={config.model_dir}/saved_model",
-                        "--top_k=2", *paths)
+                        "--top_k=2", "--per_step", f"--output_dir={tmp_path}/charts", *paths)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()
     assert [line.split(": ")[0] for line in lines] == paths
     assert [int(line.split(": ")[1][0]) for line in lines] == labels
-    assert all(line.count("(") == 2 for line in lines)
+    assert all(line.count("(") == 2 and "; settled at step " in line for line in lines)
+    charts = sorted(p.name for p in (tmp_path / "charts").iterdir())
+    assert charts == ["big_rgb.steps.png", "inverted.steps.png", "plain.steps.png"]
 
 
 @pytest.fixture
@@ -189,9 +215,25 @@ def test_evaluate_cli_agrees_with_model_evaluate_and_writes_its_report(
     probabilities = [e["probability"] for e in report["confident_errors"]]
     assert probabilities == sorted(probabilities, reverse=True)
     assert all(e["true"] != e["predicted"] for e in report["confident_errors"])
-    for png in ("confusion_matrix.png", "confident_errors.png"):
+    for png in ("confusion_matrix.png", "confident_errors.png", "accuracy_by_step.png"):
         with Image.open(tmp_path / png) as image:
             assert image.format == "PNG" and image.size[0] > 300
+    check_reading(report)
+    assert "while reading 28 steps: test accuracy 50% after " in result.stdout
+
+
+def check_reading(report):
+    """The accuracy after each step read ends at the model's test accuracy, from a pass of
+    its own; settle steps lie within the steps."""
+    reading = report["reading"]
+    accuracy = reading["accuracy_after_steps"]
+    assert reading["timesteps"] == len(accuracy) == 28
+    assert accuracy[-1] == pytest.approx(report["accuracy"], abs=1.5e-3)  # A tie may flip one.
+    assert accuracy[0] < 0.5 < accuracy[-1]
+    reached = reading["first_step_reaching"]["50%"]
+    assert accuracy[reached - 1] >= 0.5 > max(accuracy[:reached - 1], default=0)
+    medians = reading["median_settled_step_by_digit"]
+    assert len(medians) == 10 and all(1 <= m <= 28 for m in medians)
 
 
 def test_training_writes_the_same_report(trained):
@@ -199,6 +241,8 @@ def test_training_writes_the_same_report(trained):
     report = json.loads((pathlib.Path(config.model_dir) / "evaluation.json").read_text())
     assert report["accuracy"] == pytest.approx(metrics["final_test_accuracy"], abs=1e-6)
     assert (pathlib.Path(config.model_dir) / CONFUSION_PNG).is_file()
+    assert (pathlib.Path(config.model_dir) / "accuracy_by_step.png").is_file()
+    check_reading(report)
 
 
 OTHER_KERAS_MODEL = """

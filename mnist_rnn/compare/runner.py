@@ -27,15 +27,15 @@ def run_measurement(params, compile_timeout, timeout=900):
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, bufsize=1)
     row = {**params, "status": "error"}
-    started = time.monotonic()
+    started = ready_at = time.monotonic()
     deadline, phase = started + timeout, "start"
     try:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 row["status"] = "compile_timeout" if phase == "ready" else "timeout"
-                row["timed_out_after_s"] = round(time.monotonic() - ready_at, 1) if (
-                    phase == "ready") else round(time.monotonic() - started, 1)
+                since = ready_at if phase == "ready" else started
+                row["timed_out_after_s"] = round(time.monotonic() - since, 1)
                 break
             readable, _, _ = select.select([process.stdout], [], [], remaining)
             if not readable:
@@ -176,7 +176,8 @@ def chart(report, path):
     timeout = report["config"]["compile_timeout_s"]
     for ax, (field, title, yscale) in zip(axes.flat, panels):
         values = []
-        for name, style in (("static", "o-"), ("dynamic", "s-"), ("dynamic variable-length", "^--")):
+        for name, style in (("static", "o-"), ("dynamic", "s-"),
+                            ("dynamic variable-length", "^--")):
             rows = [r for r in report["rows"] if variant(r) == name]
             done = [r for r in rows if r.get(field) is not None]
             values += [r[field] for r in done]
