@@ -9,12 +9,11 @@ defining anything.
 import os
 import re
 import sys
-import tempfile
 from typing import Callable
 
 from absl import app, flags, logging
 
-from mnist_rnn import config, errors
+from mnist_rnn import config, errors, files
 
 FLAGS = flags.FLAGS
 # What TensorFlow's C++ side prints as it starts on any machine: information, and on one
@@ -73,24 +72,12 @@ def run(main: Callable[[list[str]], int | None],
 
 def load_tensorflow_quietly() -> None:
     """Imports TensorFlow and lists its devices (where its start-up lines come from), keeping
-    back the lines of STARTUP_NOISE. They are written by C++ straight to file descriptor 2, so
-    that is where they are caught."""
+    back the lines of STARTUP_NOISE."""
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "1"  # And no information once it runs.
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as caught:
-        os.dup2(caught.fileno(), 2)
-        try:
-            import tensorflow as tf
+    with files.native_stderr_without(STARTUP_NOISE):
+        import tensorflow as tf
 
-            tf.config.list_physical_devices("GPU")
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            caught.seek(0)
-            for line in caught.read().decode(errors="replace").splitlines(keepends=True):
-                if not STARTUP_NOISE.match(line):
-                    sys.stderr.write(line)
+        tf.config.list_physical_devices("GPU")
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

@@ -39,6 +39,7 @@ class TrainConfig:
     model_dir: str | None = None  # None: runs/{rnn}.
     seed: int = 0
     export: bool = True  # Also write the SavedModel.
+    export_tflite: bool = False  # Also write model.tflite and model_int8.tflite.
     jit_compile: bool = False
     # Steps per call into TensorFlow; lowered to fit every evaluation, backup and stop exactly.
     steps_per_execution: int = 40
@@ -58,8 +59,8 @@ class TrainConfig:
 
 # Settings that may change between a run and its resumption: where files go, what is shown, and
 # the grouping of steps into calls (same steps, same results).
-RESUMABLE_FIELDS = frozenset({"model_dir", "data_dir", "export", "verbose", "overwrite",
-                              "steps_per_execution", "tensorboard"})
+RESUMABLE_FIELDS = frozenset({"model_dir", "data_dir", "export", "export_tflite", "verbose",
+                              "overwrite", "steps_per_execution", "tensorboard"})
 
 
 def run_defining(config: TrainConfig) -> dict:

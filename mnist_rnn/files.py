@@ -5,7 +5,9 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 
 from mnist_rnn.errors import OutputError, UserError, setting
@@ -148,3 +150,22 @@ def exclusive(directory: str, setting_name: str = "model_dir"):
         yield
     finally:
         os.close(fd)  # Releases the lock.
+
+
+@contextlib.contextmanager
+def native_stderr_without(noise: re.Pattern):
+    """Holds back what native code writes to file descriptor 2 in the block (TensorFlow's and
+    LiteRT's C++ logs go there, past Python), then passes on every line but `noise`'s."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            for line in caught.read().decode(errors="replace").splitlines(keepends=True):
+                if not noise.match(line):
+                    sys.stderr.write(line)

@@ -96,7 +96,8 @@ def build_report(result: TestPass, model_path: str, dataset: str, test, predicto
              "probability": float(probabilities[i, predicted[i]])}
             for i in wrong
         ],
-        "reading": reading.summary(labels, reading.step_pass(predictor, test)),
+        "reading": (reading.summary(labels, reading.step_pass(predictor, test))
+                    if predictor.has_steps else None),  # A .tflite has no per-step answers.
     }
     return report, test_images(test, wrong)
 
@@ -116,7 +117,9 @@ def format_report(report: dict) -> str:
               "      " + "".join(f"{c:>6}" for c in range(NUM_CLASSES))]
     lines += [f"{t:>6}" + "".join(f"{n:>6}" for n in row)
               for t, row in enumerate(report["confusion_matrix"])]
-    return "\n".join(lines + ["", format_reading(report["reading"])])
+    if report["reading"]:
+        lines += ["", format_reading(report["reading"])]
+    return "\n".join(lines)
 
 
 def format_reading(summary: dict) -> str:
@@ -164,5 +167,6 @@ def write_report(report: dict, error_images: np.ndarray, output_dir: str,
     files.save_figure(fig, os.path.join(output_dir, ERRORS_PNG), dpi=100,
                       bbox_inches="tight")
     plt.close("all")
-    reading.write_accuracy_chart(report["reading"], os.path.join(output_dir,
-                                                                 reading.ACCURACY_PNG))
+    if report["reading"]:
+        reading.write_accuracy_chart(report["reading"],
+                                     os.path.join(output_dir, reading.ACCURACY_PNG))

@@ -9,6 +9,8 @@ The SavedModel's signatures:
   preprocessed as in training -> the same two outputs.
 - `serve_steps`: `images` as above -> `probabilities` float32 [batch, timesteps, 10], the
   answer after each step read; the last step's is serving_default's.
+
+A `.tflite` (see tflite.py) reads as serving_default, without the per-step answers.
 """
 
 import json
@@ -19,7 +21,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from mnist_rnn import compat, images, reading
+from mnist_rnn import compat, images, reading, tflite
 from mnist_rnn.compat import keras
 from mnist_rnn.config import PIXELS, SIDE
 from mnist_rnn.errors import ImageError, ModelLoadError
@@ -74,12 +76,18 @@ class Predictor:
     needs)."""
 
     def __init__(self, path: str, timesteps: int, images_fn: Callable,
-                 log_probabilities_fn: Callable, steps_fn: Callable | None):
+                 log_probabilities_fn: Callable, steps_fn: Callable | None,
+                 no_steps: str = ""):
         self.path = path
         self.timesteps = timesteps
         self._images_fn = images_fn
         self._log_probabilities_fn = log_probabilities_fn
         self._steps_fn = steps_fn
+        self._no_steps = no_steps  # Why steps_fn is None.
+
+    @property
+    def has_steps(self) -> bool:
+        return self._steps_fn is not None
 
     def probabilities(self, digits) -> np.ndarray:
         """uint8 images [n, 28, 28] -> float32 probabilities [n, 10]."""
@@ -89,10 +97,7 @@ class Predictor:
         """uint8 images [n, 28, 28] -> float32 probabilities [n, timesteps, 10] after each
         step read."""
         if self._steps_fn is None:
-            raise ModelLoadError(
-                f"{self.path}: this SavedModel has no {STEPS_SIGNATURE} signature (it predates "
-                "per-step answers); pass the model.keras beside it, or export it again with "
-                "python -m mnist_rnn.train")
+            raise ModelLoadError(f"{self.path}: {self._no_steps}")
         return np.asarray(self._steps_fn(np.asarray(digits, np.uint8)))
 
     def log_probabilities(self, sequences) -> np.ndarray:
@@ -142,24 +147,59 @@ def from_saved_model(loaded, path: str) -> Predictor:
         lambda digits: images_fn(images=tf.constant(digits))["probabilities"],
         log_probabilities,
         steps_fn and (lambda digits: steps_fn(images=tf.constant(digits))["probabilities"]),
+        f"this SavedModel has no {STEPS_SIGNATURE} signature (it predates per-step answers); "
+        "pass the model.keras beside it, or write it again with python -m mnist_rnn.export "
+        "--saved_model",
     )
 
 
+def from_tflite(path: str) -> Predictor:
+    """A .tflite takes images; evaluation's sequences become images again (exactly: they
+    are the images' pixels / 255), so any timesteps read the same."""
+    runner = tflite.load(path)
+
+    def log_probabilities(sequences):
+        digits = np.round(np.asarray(sequences).reshape(-1, SIDE, SIDE) * 255).astype(np.uint8)
+        return np.log(np.maximum(runner.probabilities(digits), MIN_PROBABILITY))
+
+    return Predictor(path, SIDE, runner.probabilities, log_probabilities, None,
+                     "a .tflite gives only the final answer; pass model.keras or saved_model/ "
+                     "for the answers after each step")
+
+
 def load(path: str) -> Predictor:
-    """A Predictor for `path`: a `.keras` file or a SavedModel directory."""
+    """A Predictor for `path`: a `.keras` file, a SavedModel directory or a `.tflite` file."""
+    _check_exists(path)
+    if path.endswith(".tflite") and os.path.isfile(path):
+        return from_tflite(path)
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+            raise ModelLoadError(f"{path}: not a SavedModel directory (no saved_model.pb)")
+        return from_saved_model(_loading(path, tf.saved_model.load), path)
+    return from_keras_model(_loading(path, keras.models.load_model), path)
+
+
+def load_keras_model(path: str) -> keras.Model:
+    """The Keras model of a `.keras` file, or one clear ModelLoadError."""
+    _check_exists(path)
+    if os.path.isdir(path) or not path.endswith(".keras"):
+        raise ModelLoadError(f"{path}: not a .keras file; pass the model.keras that python -m "
+                             "mnist_rnn.train writes")
+    return _loading(path, keras.models.load_model)
+
+
+def _check_exists(path: str) -> None:
     if not os.path.exists(path):
         raise ModelLoadError(
-            f"model not found: {path}; pass a model.keras file or a saved_model/ directory "
-            "written by python -m mnist_rnn.train"
+            f"model not found: {path}; pass a model.keras file, a saved_model/ directory or a "
+            ".tflite file written by python -m mnist_rnn.train"
         )
+
+
+def _loading(path: str, load_fn: Callable):
+    """load_fn(path), with whatever a damaged file raises turned into one ModelLoadError."""
     try:
-        if os.path.isdir(path):
-            if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-                raise ModelLoadError(f"{path}: not a SavedModel directory (no saved_model.pb)")
-            return from_saved_model(tf.saved_model.load(path), path)
-        return from_keras_model(keras.models.load_model(path), path)
-    except ModelLoadError:
-        raise
+        return load_fn(path)
     except Exception as e:  # Keras and TF raise many types for a damaged file.
         _raise_if_other_keras(path)
         cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -45,6 +45,10 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                         "runs/RNN).", **fv)
     flags.DEFINE_integer("seed", d.seed, "Seed for weights and data order.", **fv)
     flags.DEFINE_bool("export", d.export, "Also export a TF SavedModel for serving.", **fv)
+    flags.DEFINE_bool("export_tflite", d.export_tflite,
+                      "Also write model.tflite (float32) and model_int8.tflite (int8 weights) "
+                      "for TFLite / LiteRT, with built-in ops only; the dynamic LSTM's take one "
+                      "image per call.", **fv)
     flags.DEFINE_bool("jit_compile", d.jit_compile, "Compile the training step with XLA.", **fv)
     flags.DEFINE_integer("steps_per_execution", d.steps_per_execution,
                          "Training steps per call into TensorFlow (fewer Python round trips); "

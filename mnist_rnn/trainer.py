@@ -17,7 +17,7 @@ from typing import TextIO
 
 import tensorflow as tf
 
-from mnist_rnn import checkpoint, compat, data, distribute, files, report, serving
+from mnist_rnn import checkpoint, compat, data, distribute, files, report, serving, tflite
 from mnist_rnn.callbacks import (Backup, EvaluateAndStop, Evaluation, StepTimer, StopOnSignal,
                                  TensorBoardLog)
 from mnist_rnn.compat import keras
@@ -90,6 +90,8 @@ def _train(run: _Run, out: TextIO) -> tuple[keras.Model, dict]:
         tensorboard.finish()
     metrics = _metrics(run, timer, evaluator, final)
     _write_outputs(run, metrics, evaluator.last_pass)
+    for info in metrics.get("tflite", []):
+        print(tflite.describe_line(info), file=out)
     if not run.chief:
         shutil.rmtree(run.out_dir, ignore_errors=True)  # Only the chief's files are the run's.
         return run.model, metrics
@@ -300,8 +302,15 @@ def _metrics(run: _Run, timer: StepTimer, evaluator: EvaluateAndStop,
 
 
 def _write_outputs(run: _Run, metrics: dict, final_pass: report.TestPass) -> None:
-    """model.keras, saved_model/, metrics.json and the evaluation report, each crash-safe."""
-    save(run.model, run.out_dir, run.config.export)
+    """model.keras, saved_model/, the .tflite files, metrics.json (with what each .tflite is)
+    and the evaluation report, each crash-safe."""
+    files.write_or_fail(files.save_model, run.model, os.path.join(run.out_dir, MODEL_FILE))
+    check_digits = (report.test_images(run.datasets.test, range(min(200, run.datasets.test_size)))
+                    if run.config.export_tflite else None)
+    tflite_files = export(run.model, run.out_dir, run.config.export, run.config.export_tflite,
+                          check_digits)
+    if tflite_files:
+        metrics["tflite"] = tflite_files
     files.write_or_fail(files.write_json, os.path.join(run.out_dir, METRICS_FILE), metrics)
     model_path = os.path.join(run.out_dir, MODEL_FILE)
     evaluation, error_images = report.build_report(
@@ -310,12 +319,15 @@ def _write_outputs(run: _Run, metrics: dict, final_pass: report.TestPass) -> Non
     files.write_or_fail(report.write_report, evaluation, error_images, run.out_dir, "model_dir")
 
 
-def save(model: keras.Model, model_dir: str, saved_model: bool = True) -> None:
-    """model.keras always; the SavedModel for serving when `saved_model`."""
-    files.write_or_fail(files.save_model, model, os.path.join(model_dir, MODEL_FILE))
+def export(model: keras.Model, out_dir: str, saved_model: bool, tflite_files: bool,
+           check_digits=None) -> list[dict]:
+    """Into `out_dir`, each crash-safe: the SavedModel for serving when `saved_model`, and
+    model.tflite and model_int8.tflite when `tflite_files`, checked on `check_digits` (uint8
+    [n, 28, 28]). Returns what each .tflite is (tflite.Conversion.describe)."""
     if saved_model:
-        path = os.path.join(model_dir, SAVED_MODEL_DIR)
+        path = os.path.join(out_dir, SAVED_MODEL_DIR)
         files.write_or_fail(files.replace_dir, _export_to(model, path), path)
+    return tflite.export(model, out_dir, check_digits) if tflite_files else []
 
 
 def _export_to(model: keras.Model, path: str):

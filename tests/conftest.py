@@ -20,6 +20,6 @@ def sample(tfds_dir):
 def trained(request, tmp_path_factory, tfds_dir):
     """(config, model, metrics) of one short training run per variant, shared by tests."""
     config = tiny_config(tmp_path_factory.mktemp(request.param), tfds_dir, rnn=request.param,
-                         tensorboard=True)
+                         tensorboard=True, export_tflite=True)
     model, metrics = trainer.train_and_evaluate(config)
     return config, model, metrics

@@ -13,6 +13,14 @@ from mnist_rnn.config import TrainConfig
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
+# The ops of each variant's .tflite: what test_tflite checks and the compare report prints.
+EXPECTED_TFLITE_OPS = {
+    "static": ["ADD", "CAST", "FILL", "FULLY_CONNECTED", "LOGISTIC", "MUL", "PACK", "RESHAPE",
+               "SHAPE", "SOFTMAX", "SPLIT", "STRIDED_SLICE", "TANH", "TRANSPOSE", "UNPACK"],
+    "dynamic": ["CAST", "FULLY_CONNECTED", "MUL", "RESHAPE", "SOFTMAX", "STRIDED_SLICE",
+                "WHILE"],
+}
+
 
 def tiny_config(tmp_dir, tfds_dir, **overrides) -> TrainConfig:
     """A config that trains in seconds on the sample and clearly beats chance. Without

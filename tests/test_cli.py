@@ -127,12 +127,13 @@ def test_each_layer_imports_only_what_it_needs():
     """The commands check their flags before TensorFlow loads (and can all be imported in one
     process); a model and its serving never need TFDS."""
     commands = ["mnist_rnn.train", "mnist_rnn.predict", "mnist_rnn.evaluate",
-                "mnist_rnn.compare.__main__"]
+                "mnist_rnn.export", "mnist_rnn.compare.__main__"]
     result = run_python("-c", LAYERS, *commands, "mnist_rnn.model", "mnist_rnn.serving",
-                        timeout=120)
+                        "mnist_rnn.tflite", timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines() == [f"{m} []" for m in commands] + [
-        "mnist_rnn.model ['tensorflow']", "mnist_rnn.serving ['tensorflow']"]
+        "mnist_rnn.model ['tensorflow']", "mnist_rnn.serving ['tensorflow']",
+        "mnist_rnn.tflite ['tensorflow']"]
 
 
 def test_the_console_shows_our_lines_keras_progress_and_nothing_else(tmp_path):

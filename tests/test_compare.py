@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from helpers import run_module, tiny_config
+from helpers import EXPECTED_TFLITE_OPS, run_module, tiny_config
 from mnist_rnn import data, graphs, sample, sequences, trainer
 from mnist_rnn.compare import runner
 from mnist_rnn.model import build_model, compile_model
@@ -132,7 +132,14 @@ def test_compare_cli_end_to_end(tmp_path, tfds_dir):
     static28 = rows[0]
     assert static28["cell_copies"] == 28 and static28["while_ops"] == 0
     assert rows[2]["mean_timesteps_per_batch"] < 28
-    assert "| static | 28 |" in (tmp_path / "compare.md").read_text()
+    markdown = (tmp_path / "compare.md").read_text()
+    assert "| static | 28 |" in markdown
+    for row in rows[:2]:  # TFLite: the ops test_tflite checks, and each file's accuracy.
+        assert row["tflite_ops"] == EXPECTED_TFLITE_OPS[row["rnn"]]
+        assert row["tflite_test_accuracy"] == pytest.approx(row["test_accuracy"], abs=2e-3)
+        assert row["tflite_ms"] > 0 and row["tflite_int8_kb"] <= row["tflite_kb"]
+    assert "| static | 28 | yes | no | no | any |" in markdown
+    assert "| dynamic | 28 | yes | yes | no | 1 |" in markdown
     with Image.open(tmp_path / "compare.png") as chart:
         assert chart.format == "PNG" and chart.size[0] >= 800
     for rnn in ("static", "dynamic"):

@@ -29,7 +29,8 @@ def measure(rnn: str, timesteps: int, units: int = 128, batch_size: int = 100,
             tensorboard_dir: str | None = None, learning_rate: float = 0.003) -> None:
     """Trains `warmup + steps` steps after a first one with the set-up of mnist_rnn.train
     (seeds, op determinism, pipeline, model, optimizer), but one step per call so that each
-    is timed; emits the timings, the graph facts, memory and the SavedModel's size."""
+    is timed; emits the timings, the graph facts, memory, the SavedModel's size and the
+    TFLite files' facts."""
     import numpy as np
 
     from mnist_rnn import data, graphs, report, sequences, serving, trainer
@@ -66,6 +67,9 @@ def measure(rnn: str, timesteps: int, units: int = 128, batch_size: int = 100,
     with tempfile.TemporaryDirectory() as tmp:
         serving.export_saved_model(model, os.path.join(tmp, "saved_model"))
         saved_model_bytes = directory_bytes(os.path.join(tmp, "saved_model"))
+    # Training and the SavedModel's export; the TFLite conversion below needs more.
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    lite = tflite_facts(model, datasets.test)
     if tensorboard_dir:
         graphs.write_tensorboard_graph(model, tensorboard_dir)
     emit(
@@ -78,11 +82,44 @@ def measure(rnn: str, timesteps: int, units: int = 128, batch_size: int = 100,
         mean_timesteps_per_batch=float(np.mean(lengths)),
         test_accuracy=accuracy,
         trained_steps=total,
-        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        peak_rss_mb=peak_rss_mb,
         saved_model_mb=saved_model_bytes / 2**20,
         accepts_other_length=accepts_other_length,
         **facts,
+        **lite,
     )
+
+
+def tflite_facts(model, test) -> dict:
+    """The model as TFLite files (float32 and int8) in the LiteRT interpreter: built-in ops
+    only or not, its ops, sizes, single-image latency and test accuracy."""
+    import time
+
+    import numpy as np
+
+    from mnist_rnn import report, tflite
+    from mnist_rnn.errors import UserError
+
+    labels = np.concatenate([np.asarray(y) for _, y in test])
+    digits = report.test_images(test, range(len(labels)))
+    start = time.perf_counter()
+    try:
+        float32, int8 = tflite.conversions(model, digits[:50])
+    except UserError as e:
+        return {"tflite_builtin_only": False, "tflite_error": str(e)}
+    facts = {"tflite_builtin_only": True, "tflite_convert_s": time.perf_counter() - start,
+             "tflite_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+             "tflite_ops": float32.runner.ops, "tflite_runtime": float32.runner.runtime,
+             "tflite_batch": float32.runner.batch or "any",
+             "tflite_while": tflite.LOOP_OP in float32.runner.ops,
+             "tflite_fused_lstm": tflite.FUSED_LSTM_OP in float32.runner.ops}
+    for name, conversion in (("tflite", float32), ("tflite_int8", int8)):
+        runner = tflite.Runner(conversion.content, threads=1)  # Timed on one core, as on a phone.
+        facts[f"{name}_kb"] = len(conversion.content) / 1024
+        facts[f"{name}_ms"] = runner.latency_ms(digits[0])
+        facts[f"{name}_test_accuracy"] = float(
+            (runner.probabilities(digits).argmax(axis=1) == labels).mean())
+    return facts
 
 
 if __name__ == "__main__":

@@ -142,6 +142,18 @@ COLUMNS = [
 ]
 
 
+TFLITE_COLUMNS = [
+    ("variant", None), ("timesteps", "timesteps"), ("built-in ops only", "tflite_builtin_only"),
+    ("WHILE", "tflite_while"), ("fused LSTM op", "tflite_fused_lstm"),
+    ("batch", "tflite_batch"), ("convert (s)", "tflite_convert_s"),
+    ("peak RSS after (MB)", "tflite_peak_rss_mb"),
+    ("float32 KB", "tflite_kb"), ("int8 KB", "tflite_int8_kb"),
+    ("float32 ms/image", "tflite_ms"), ("int8 ms/image", "tflite_int8_ms"),
+    ("Keras accuracy", "test_accuracy"), ("float32 accuracy", "tflite_test_accuracy"),
+    ("int8 accuracy", "tflite_int8_test_accuracy"),
+]
+
+
 def variant(row):
     return row["rnn"] + (" variable-length" if row.get("variable_length") else "")
 
@@ -162,7 +174,27 @@ def markdown(report):
         if row["status"] == "compile_timeout":
             cells[2] = f"> {config['compile_timeout_s']}"
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["", *tflite_markdown(report)]) + "\n"
+
+
+def tflite_markdown(report):
+    """The TFLite table: each model converted with built-in ops only, in the interpreter."""
+    rows = [r for r in report["rows"] if r["status"] == "ok"]
+    runtime = next((r["tflite_runtime"] for r in rows if r.get("tflite_runtime")), "-")
+    lines = [
+        f"TFLite (float32 and dynamic-range int8) in {runtime}, one image per call on one "
+        "thread (median of 200); accuracy over the same test split.",
+        "",
+        "| " + " | ".join(name for name, _ in TFLITE_COLUMNS) + " |",
+        "|" + "---|" * len(TFLITE_COLUMNS),
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(
+            [variant(row)] + [_value(row, field, 3 if field.endswith(("_ms", "accuracy")) else 1)
+                              for _, field in TFLITE_COLUMNS[1:]]) + " |")
+        if row.get("tflite_error"):
+            lines.append(f"| | | {row['tflite_error']} |")
+    return lines
 
 
 def chart(report, path):
