@@ -87,9 +87,8 @@ def test_two_workers_on_loopback_train_and_only_the_chief_writes(tmp_path, sampl
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert metrics["steps"] == 4
     assert sorted(os.listdir(model_dir)) == [
-        ".lock", "backup", "confident_errors.png", "confusion_matrix.png", "evaluation.json",
-        "logs",
-        "metrics.json", "model.keras"]  # worker_1_temp is gone.
+        ".lock", "accuracy_by_step.png", "backup", "confident_errors.png", "confusion_matrix.png",
+        "evaluation.json", "logs", "metrics.json", "model.keras"]  # worker_1_temp is gone.
     check = subprocess.run(
         [sys.executable, "-c", "import sys; from mnist_rnn.compat import keras; "
          "print(keras.models.load_model(sys.argv[1]).count_params())",
