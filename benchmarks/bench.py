@@ -38,7 +38,7 @@ def keras_train(rnn, units, timesteps, steps, data_dir):
             rnn=rnn, units=units, timesteps=timesteps, batch_size=BATCH,
             max_steps=whole(WARMUP_STEPS, group) + whole(steps, group), epochs=100,
             dataset="mnist_sample", data_dir=data_dir, model_dir=model_dir, export=False,
-            verbose=0)
+            tensorboard=False, verbose=0)  # Logs would not change the steady rate it reads.
         _, metrics = trainer.train_and_evaluate(config, out=io.StringIO())
     return metrics["steady_train_samples_per_s"]
 
@@ -112,6 +112,7 @@ def main():
     args = parser.parse_args()
     configs, rounds, steps = (QUICK_CONFIGS, 1, 5) if args.quick else (
         CONFIGS, args.rounds, args.steps)
+    repeats, batches = (2, 50) if args.quick else (max(1, 20 // rounds), 400)
     if args.configs:
         configs = [tuple(int(n) for n in c.split("x")) for c in args.configs.split(",")]
 
@@ -146,16 +147,15 @@ def main():
             rows.append(dict(contender=name, units=units, timesteps=timesteps,
                              features=784 // timesteps, task="train",
                              samples_per_s=statistics.median(values), rounds=values))
-        infer = keras_infer(units, timesteps, images[:1000], repeats=max(1, 20 // rounds))
+        infer = keras_infer(units, timesteps, images[:1000], repeats)
         if have_torch:
-            infer["pytorch"] = torch_infer(units, timesteps, images[:1000],
-                                           repeats=max(1, 20 // rounds))
+            infer["pytorch"] = torch_infer(units, timesteps, images[:1000], repeats)
         for name, value in infer.items():
             rows.append(dict(contender=name, units=units, timesteps=timesteps,
                              features=784 // timesteps, task="infer", samples_per_s=value))
         rows.append(dict(contender="pipeline", units=units, timesteps=timesteps,
                          features=784 // timesteps, task="train",
-                         samples_per_s=pipeline(timesteps, args.data_dir)))
+                         samples_per_s=pipeline(timesteps, args.data_dir, batches)))
         print(f"measured {units} units, {timesteps}x{784 // timesteps}", file=sys.stderr)
     print(table(rows))
     if args.json:
