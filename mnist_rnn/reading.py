@@ -5,6 +5,7 @@ import numpy as np
 
 from mnist_rnn import files
 from mnist_rnn.config import NUM_CLASSES, PIXELS, SIDE
+from mnist_rnn.sequences import to_images
 
 ACCURACY_PNG = "accuracy_by_step.png"
 STEPS_PNG_SUFFIX = ".steps.png"
@@ -26,8 +27,8 @@ def step_pass(predictor, test) -> np.ndarray:
     every (sequences, labels) batch of `test`, in order."""
     classes = []
     for x, _ in test:
-        digits = np.round(np.asarray(x).reshape(-1, SIDE, SIDE) * 255).astype(np.uint8)
-        classes.append(predictor.step_probabilities(digits).argmax(axis=-1).astype(np.int16))
+        steps = predictor.step_probabilities(to_images(x))
+        classes.append(steps.argmax(axis=-1).astype(np.int16))
     return np.concatenate(classes)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from mnist_rnn import files, reading
 from mnist_rnn.config import NUM_CLASSES, SIDE
+from mnist_rnn.sequences import to_images
 
 REPORT_FILE = "evaluation.json"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -54,11 +55,11 @@ def test_images(test, indices) -> np.ndarray:
     images = np.zeros((len(indices), SIDE, SIDE), np.uint8)
     start = 0
     for x, _ in test:
-        x = np.asarray(x)
-        for i in range(start, start + len(x)):
+        digits = to_images(x)
+        for i in range(start, start + len(digits)):
             if i in wanted:
-                images[wanted[i]] = np.round(x[i - start].reshape(SIDE, SIDE) * 255)
-        start += len(x)
+                images[wanted[i]] = digits[i - start]
+        start += len(digits)
     return images
 
 

@@ -3,9 +3,10 @@
 Shared by the input pipeline, the model and the serving graph; needs TensorFlow, never TFDS.
 """
 
+import numpy as np
 import tensorflow as tf
 
-from mnist_rnn.config import PIXELS
+from mnist_rnn.config import PIXELS, SIDE
 
 PAD = -1.0  # Pads stripped sequences; pixels lie in [0, 1], so it is never data.
 
@@ -15,6 +16,12 @@ def to_sequences(images: tf.Tensor, timesteps: int) -> tf.Tensor:
     [0, 1], row-major."""
     pixels = tf.cast(tf.reshape(images, [-1, PIXELS]), tf.float32) / 255.0
     return tf.reshape(pixels, [-1, timesteps, PIXELS // timesteps])
+
+
+def to_images(sequences) -> np.ndarray:
+    """The inverse of to_sequences, exact: float [n, T, F] in [0, 1] -> uint8 images
+    [n, 28, 28]."""
+    return np.round(np.asarray(sequences).reshape(-1, SIDE, SIDE) * 255).astype(np.uint8)
 
 
 def ink_spans(sequences: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -26,7 +26,7 @@ from mnist_rnn.compat import keras
 from mnist_rnn.config import PIXELS, SIDE
 from mnist_rnn.errors import ImageError, ModelLoadError
 from mnist_rnn.model import model_timesteps, step_logits_fn  # Also registers the custom layer.
-from mnist_rnn.sequences import to_sequences
+from mnist_rnn.sequences import to_images, to_sequences
 
 IMAGE_SIGNATURE = "serving_default"
 SEQUENCE_SIGNATURE = "serve_sequences"
@@ -43,7 +43,7 @@ def _outputs(logits: tf.Tensor) -> dict:
 
 
 def export_saved_model(model: keras.Model, path: str) -> None:
-    """Writes `model` as a SavedModel with the two signatures above to `path`."""
+    """Writes `model` as a SavedModel with the three signatures above to `path`."""
     timesteps = model_timesteps(model)
     step_logits = step_logits_fn(model)
 
@@ -159,8 +159,7 @@ def from_tflite(path: str) -> Predictor:
     runner = tflite.load(path)
 
     def log_probabilities(sequences):
-        digits = np.round(np.asarray(sequences).reshape(-1, SIDE, SIDE) * 255).astype(np.uint8)
-        return np.log(np.maximum(runner.probabilities(digits), MIN_PROBABILITY))
+        return np.log(np.maximum(runner.probabilities(to_images(sequences)), MIN_PROBABILITY))
 
     return Predictor(path, SIDE, runner.probabilities, log_probabilities, None,
                      "a .tflite gives only the final answer; pass model.keras or saved_model/ "

@@ -48,7 +48,7 @@ def runtime() -> tuple[type, str]:
         return litert.Interpreter, f"ai-edge-litert {version('ai-edge-litert')}"
     except ImportError:
         return tf.lite.Interpreter, (f"tf.lite.Interpreter (TensorFlow {tf.__version__}; "
-                                     "pip install 'mnist_rnn[litert]' for LiteRT)")
+                                     "ai-edge-litert is not installed)")
 
 
 class Runner:

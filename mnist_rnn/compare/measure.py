@@ -107,12 +107,12 @@ def tflite_facts(model, test) -> dict:
         float32, int8 = tflite.conversions(model, digits[:50])
     except UserError as e:
         return {"tflite_builtin_only": False, "tflite_error": str(e)}
-    facts = {"tflite_builtin_only": True, "tflite_convert_s": time.perf_counter() - start,
+    info = float32.describe()
+    facts = {"tflite_convert_s": time.perf_counter() - start,
              "tflite_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-             "tflite_ops": float32.runner.ops, "tflite_runtime": float32.runner.runtime,
-             "tflite_batch": float32.runner.batch or "any",
-             "tflite_while": tflite.LOOP_OP in float32.runner.ops,
-             "tflite_fused_lstm": tflite.FUSED_LSTM_OP in float32.runner.ops}
+             "tflite_builtin_only": info["builtin_ops_only"], "tflite_ops": info["ops"],
+             "tflite_runtime": info["runtime"], "tflite_batch": info["batch"],
+             "tflite_while": info["while_loop"], "tflite_fused_lstm": info["fused_lstm"]}
     for name, conversion in (("tflite", float32), ("tflite_int8", int8)):
         runner = tflite.Runner(conversion.content, threads=1)  # Timed on one core, as on a phone.
         facts[f"{name}_kb"] = len(conversion.content) / 1024
