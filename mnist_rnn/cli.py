@@ -41,6 +41,15 @@ def define_model_flag(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.mark_flag_as_required("model", flag_values=flag_values)
 
 
+def define_saved_model_xla_flag(flag_values: flags.FlagValues = FLAGS) -> None:
+    flags.DEFINE_enum("saved_model_xla", config.TrainConfig().saved_model_xla,
+                      config.SAVED_MODEL_XLA,
+                      "Run the SavedModel's signatures compiled by XLA, for a few batch sizes "
+                      "(padded up): auto where it pays (the loop; the unrolled graph up to 28 "
+                      "steps), on, or off (a plain graph; TF Serving runs compiled ones only "
+                      "with --xla_cpu_compilation_enabled=true).", flag_values=flag_values)
+
+
 def run(main: Callable[[list[str]], int | None],
         define_flags: Callable[[flags.FlagValues], None], takes_args: bool = False) -> None:
     """Defines the command's flags and runs `main` under absl: user errors become one line

@@ -13,6 +13,7 @@ NUM_CLASSES = 10  # ...of the digits 0-9.
 RNNS = ("static", "dynamic")
 DATASETS = ("auto", "mnist", "mnist_sample")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+SAVED_MODEL_XLA = ("auto", "on", "off")
 
 
 def valid_timesteps() -> list[int]:
@@ -39,6 +40,7 @@ class TrainConfig:
     model_dir: str | None = None  # None: runs/{rnn}.
     seed: int = 0
     export: bool = True  # Also write the SavedModel.
+    saved_model_xla: str = "auto"  # One of SAVED_MODEL_XLA: its signatures compiled by XLA.
     export_tflite: bool = False  # Also write model.tflite and model_int8.tflite.
     jit_compile: bool = False
     # Steps per call into TensorFlow; lowered to fit every evaluation, backup and stop exactly.
@@ -59,8 +61,9 @@ class TrainConfig:
 
 # Settings that may change between a run and its resumption: where files go, what is shown, and
 # the grouping of steps into calls (same steps, same results).
-RESUMABLE_FIELDS = frozenset({"model_dir", "data_dir", "export", "export_tflite", "verbose",
-                              "overwrite", "steps_per_execution", "tensorboard"})
+RESUMABLE_FIELDS = frozenset({"model_dir", "data_dir", "export", "saved_model_xla",
+                              "export_tflite", "verbose", "overwrite", "steps_per_execution",
+                              "tensorboard"})
 
 
 def run_defining(config: TrainConfig) -> dict:

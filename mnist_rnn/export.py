@@ -23,6 +23,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.mark_flag_as_required("model", **fv)
     flags.DEFINE_bool("tflite", False, "Write model.tflite and model_int8.tflite.", **fv)
     flags.DEFINE_bool("saved_model", False, "Write the SavedModel saved_model/.", **fv)
+    cli.define_saved_model_xla_flag(flag_values)
     flags.DEFINE_string("output_dir", None, "Where to write (default: the model's directory).",
                         **fv)
 
@@ -39,10 +40,12 @@ def main(argv):
     model = serving.load_keras_model(FLAGS.model)
     images, labels = sample.load_arrays()
     check_digits = images[sample.split_indices(labels, "test")[::5]]
-    written = trainer.export(model, output_dir, FLAGS.saved_model, FLAGS.tflite, check_digits)
-    if FLAGS.saved_model:
-        print(f"{os.path.join(output_dir, trainer.SAVED_MODEL_DIR)}: SavedModel")
-    for info in written:
+    written = trainer.export(model, output_dir, FLAGS.saved_model, FLAGS.tflite, check_digits,
+                             FLAGS.saved_model_xla)
+    if "saved_model" in written:
+        print(f"{os.path.join(output_dir, trainer.SAVED_MODEL_DIR)}: SavedModel, "
+              f"{serving.describe_export(written['saved_model'])}")
+    for info in written.get("tflite", []):
         print(tflite.describe_line({**info, "file": os.path.join(output_dir, info["file"])}))
 
 

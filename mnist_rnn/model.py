@@ -74,6 +74,11 @@ def model_timesteps(model: keras.Model) -> int:
     return PIXELS // model.input_shape[-1]
 
 
+def is_variable_length(model: keras.Model) -> bool:
+    """Whether `model` reads each sequence without its blank leading and trailing steps."""
+    return any(isinstance(layer, StripBlankSteps) for layer in model.layers)
+
+
 def step_logits_fn(model: keras.Model) -> Callable:
     """sequences [batch, T, F] -> logits [batch, T, 10]: the answer of `model` after each step
     read, from its own weights (its LSTM cell returning every step's h, then its Dense head).
@@ -83,7 +88,7 @@ def step_logits_fn(model: keras.Model) -> Callable:
     lstm, head = model.get_layer("lstm"), model.get_layer("logits")
     every_step = keras.layers.RNN(lstm.cell, return_sequences=True, unroll=lstm.unroll,
                                   name="lstm_every_step")
-    variable_length = any(isinstance(layer, StripBlankSteps) for layer in model.layers)
+    variable_length = is_variable_length(model)
 
     def step_logits(inputs):
         mask = sequences.ink_mask(inputs) if variable_length else None

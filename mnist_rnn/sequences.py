@@ -57,6 +57,7 @@ def strip_blank_steps(sequences: tf.Tensor) -> tf.Tensor:
     model masks the PAD steps, so padding does not change its result."""
     first, lengths = ink_spans(sequences)
     steps = tf.shape(sequences)[1]
-    offsets = tf.range(tf.reduce_max(lengths))[None, :]
+    # Every length is >= 1; the 1 also gives an empty batch its one (empty) step.
+    offsets = tf.range(tf.reduce_max(tf.concat([lengths, [1]], 0)))[None, :]
     rows = tf.gather(sequences, tf.minimum(first[:, None] + offsets, steps - 1), batch_dims=1)
     return tf.where((offsets < lengths[:, None])[..., None], rows, PAD)

@@ -10,6 +10,14 @@ The SavedModel's signatures:
 - `serve_steps`: `images` as above -> `probabilities` float32 [batch, timesteps, 10], the
   answer after each step read; the last step's is serving_default's.
 
+Where XLA pays (see `uses_xla`), each signature runs the model with its weights frozen into
+constants and compiled by XLA, for a few batch sizes only: a batch is padded up to the next of
+BATCH_BUCKETS and the answer sliced back, and a larger one runs in chunks of the largest. So a
+server compiles at most len(BATCH_BUCKETS) programs per signature, whatever batches it gets.
+Constants, not variables, because XLA cannot read variables under TF1-style session loaders
+(saved_model_cli run). TF Serving runs XLA only with --xla_cpu_compilation_enabled=true;
+xla="off" exports the plain graph that any TensorFlow runs.
+
 A `.tflite` (see tflite.py) reads as serving_default, without the per-step answers.
 """
 
@@ -20,12 +28,14 @@ from typing import Callable
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from mnist_rnn import compat, images, reading, tflite
 from mnist_rnn.compat import keras
-from mnist_rnn.config import PIXELS, SIDE
-from mnist_rnn.errors import ImageError, ModelLoadError
-from mnist_rnn.model import model_timesteps, step_logits_fn  # Also registers the custom layer.
+from mnist_rnn.config import PIXELS, SAVED_MODEL_XLA, SIDE
+from mnist_rnn.errors import ImageError, ModelLoadError, UserError
+from mnist_rnn.model import (  # Also registers the custom layer.
+    is_variable_length, model_timesteps, step_logits_fn)
 from mnist_rnn.sequences import to_images, to_sequences
 
 IMAGE_SIGNATURE = "serving_default"
@@ -33,6 +43,11 @@ SEQUENCE_SIGNATURE = "serve_sequences"
 STEPS_SIGNATURE = "serve_steps"
 # A SavedModel gives probabilities, whose log is -inf once one underflows; Keras clips the same.
 MIN_PROBABILITY = 1e-7
+# The batch sizes compiled signatures are compiled for: one XLA program each at most.
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# Measured (benchmarks/README.md): XLA pays for the loop at every length, and for the unrolled
+# graph at 28 steps; at 196 it took 11-14 s per batch size to compile and gained nothing.
+MAX_COMPILED_UNROLLED_STEPS = 28
 
 
 def _outputs(logits: tf.Tensor) -> dict:
@@ -42,32 +57,100 @@ def _outputs(logits: tf.Tensor) -> dict:
     }
 
 
-def export_saved_model(model: keras.Model, path: str) -> None:
-    """Writes `model` as a SavedModel with the three signatures above to `path`."""
-    timesteps = model_timesteps(model)
-    step_logits = step_logits_fn(model)
+def uses_xla(model: keras.Model, xla: str = "auto") -> bool:
+    """Whether the SavedModel of `model` runs its forward pass compiled by XLA. xla: "on",
+    "off", or "auto": where it pays. A variable-length model never does: its length per batch
+    depends on the data, which XLA cannot compile."""
+    if xla not in SAVED_MODEL_XLA:
+        raise ValueError(f"xla must be one of {SAVED_MODEL_XLA}, not {xla!r}")
+    if is_variable_length(model):
+        if xla == "on":
+            raise UserError("a variable-length model cannot be compiled by XLA (its length per "
+                            "batch depends on the data); export it with --saved_model_xla=auto")
+        return False
+    if xla == "auto":
+        return model.input_shape[1] is None or model_timesteps(model) <= (
+            MAX_COMPILED_UNROLLED_STEPS)
+    return xla == "on"
+
+
+def export_saved_model(model: keras.Model, path: str, xla: str = "auto") -> dict:
+    """Writes `model` as a SavedModel with the three signatures above to `path`; returns what
+    it serves with: {"xla": bool, "batch_buckets": [...] when compiled}."""
+    timesteps, features = model_timesteps(model), model.input_shape[-1]
+    sequences_spec = tf.TensorSpec([None, model.input_shape[1], features], tf.float32,
+                                   name="sequences")
+    logits, step_logits = (lambda s: model(s, training=False)), step_logits_fn(model)
+    sequence_logits = logits
+    compiled = uses_xla(model, xla)
+    if compiled:
+        read_spec = tf.TensorSpec([None, timesteps, features], tf.float32)
+        sequence_logits = _compiled(logits, sequences_spec)
+        logits, step_logits = _compiled(logits, read_spec), _compiled(step_logits, read_spec)
 
     def serve_images(images):
-        return _outputs(model(to_sequences(images, timesteps), training=False))
+        return _outputs(logits(to_sequences(images, timesteps)))
 
     def serve_sequences(sequences):
-        return _outputs(model(sequences, training=False))
+        return _outputs(sequence_logits(sequences))
 
     def serve_steps(images):
-        logits = step_logits(to_sequences(images, timesteps))
-        return {"probabilities": tf.nn.softmax(logits, axis=-1)}
+        return {"probabilities": tf.nn.softmax(step_logits(to_sequences(images, timesteps)),
+                                               axis=-1)}
 
     archive = keras.export.ExportArchive()
     archive.track(model)
     images_spec = tf.TensorSpec([None, SIDE, SIDE], tf.uint8, name="images")
     archive.add_endpoint(IMAGE_SIGNATURE, serve_images, input_signature=[images_spec])
     archive.add_endpoint(STEPS_SIGNATURE, serve_steps, input_signature=[images_spec])
-    archive.add_endpoint(
-        SEQUENCE_SIGNATURE, serve_sequences,
-        input_signature=[tf.TensorSpec([None, model.input_shape[1], model.input_shape[-1]],
-                                       tf.float32, name="sequences")],
-    )
+    archive.add_endpoint(SEQUENCE_SIGNATURE, serve_sequences, input_signature=[sequences_spec])
     compat.write_out(archive, path)
+    return {"xla": compiled, **({"batch_buckets": list(BATCH_BUCKETS)} if compiled else {})}
+
+
+def describe_export(info: dict) -> str:
+    """One line saying how a SavedModel (export_saved_model's `info`) serves."""
+    if not info["xla"]:
+        return "plain TensorFlow graph (runs on any TensorFlow and TF Serving)"
+    buckets = info["batch_buckets"]
+    return (f"compiled by XLA for {len(buckets)} batch sizes ({buckets[0]} to {buckets[-1]}, "
+            "padded up); TF Serving needs --xla_cpu_compilation_enabled=true, or export with "
+            "--saved_model_xla=off")
+
+
+def _compiled(fn: Callable, spec: tf.TensorSpec) -> Callable:
+    """fn of a batch (`spec`), reading the model's variables -> the same function with the
+    weights frozen into constants, compiled by XLA for the BATCH_BUCKETS sizes only."""
+    traced = tf.function(fn, input_signature=[spec]).get_concrete_function()
+    frozen = convert_variables_to_constants_v2(
+        traced, lower_control_flow=False)  # XLA compiles functional loops, not TF1's lowered.
+    program = tf.function(lambda x: frozen(x)[0], jit_compile=True)
+    out_shape = [None, *traced.outputs[0].shape[1:]]
+    top = BATCH_BUCKETS[-1]
+
+    def bucketed(x):
+        n = tf.shape(x)[0]
+        buckets = tf.constant(BATCH_BUCKETS)
+        size = tf.reduce_min(tf.where(buckets >= n, buckets, top))
+
+        def in_chunks():
+            chunks = (n + top - 1) // top
+            parts = tf.reshape(_pad_batch(x, chunks * top),
+                               tf.concat([[chunks, top], tf.shape(x)[1:]], 0))
+            out = tf.map_fn(program, parts, fn_output_signature=tf.float32)
+            return tf.reshape(out, tf.concat([[chunks * top], tf.shape(out)[2:]], 0))
+
+        out = tf.cond(n <= top, lambda: program(_pad_batch(x, size)), in_chunks)[:n]
+        return tf.ensure_shape(out, out_shape)
+
+    return bucketed
+
+
+def _pad_batch(x: tf.Tensor, size) -> tf.Tensor:
+    """x [n, ...] padded with zeros to [size, ...]."""
+    padding = tf.concat([[[0, size - tf.shape(x)[0]]], tf.zeros([tf.rank(x) - 1, 2], tf.int32)],
+                        0)
+    return tf.pad(x, padding)
 
 
 class Predictor:

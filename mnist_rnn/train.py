@@ -45,6 +45,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                         "runs/RNN).", **fv)
     flags.DEFINE_integer("seed", d.seed, "Seed for weights and data order.", **fv)
     flags.DEFINE_bool("export", d.export, "Also export a TF SavedModel for serving.", **fv)
+    cli.define_saved_model_xla_flag(flag_values)
     flags.DEFINE_bool("export_tflite", d.export_tflite,
                       "Also write model.tflite (float32) and model_int8.tflite (int8 weights) "
                       "for TFLite / LiteRT, with built-in ops only; the dynamic LSTM's take one "

@@ -90,6 +90,8 @@ def _train(run: _Run, out: TextIO) -> tuple[keras.Model, dict]:
         tensorboard.finish()
     metrics = _metrics(run, timer, evaluator, final)
     _write_outputs(run, metrics, evaluator.last_pass)
+    if "saved_model" in metrics:
+        print(f"SavedModel: {serving.describe_export(metrics['saved_model'])}", file=out)
     for info in metrics.get("tflite", []):
         print(tflite.describe_line(info), file=out)
     if not run.chief:
@@ -302,15 +304,14 @@ def _metrics(run: _Run, timer: StepTimer, evaluator: EvaluateAndStop,
 
 
 def _write_outputs(run: _Run, metrics: dict, final_pass: report.TestPass) -> None:
-    """model.keras, saved_model/, the .tflite files, metrics.json (with what each .tflite is)
+    """model.keras, saved_model/, the .tflite files, metrics.json (with what each export is)
     and the evaluation report, each crash-safe."""
+    config = run.config
     files.write_or_fail(files.save_model, run.model, os.path.join(run.out_dir, MODEL_FILE))
     check_digits = (report.test_images(run.datasets.test, range(min(200, run.datasets.test_size)))
-                    if run.config.export_tflite else None)
-    tflite_files = export(run.model, run.out_dir, run.config.export, run.config.export_tflite,
-                          check_digits)
-    if tflite_files:
-        metrics["tflite"] = tflite_files
+                    if config.export_tflite else None)
+    metrics.update(export(run.model, run.out_dir, config.export, config.export_tflite,
+                          check_digits, config.saved_model_xla))
     files.write_or_fail(files.write_json, os.path.join(run.out_dir, METRICS_FILE), metrics)
     model_path = os.path.join(run.out_dir, MODEL_FILE)
     evaluation, error_images = report.build_report(
@@ -320,21 +321,29 @@ def _write_outputs(run: _Run, metrics: dict, final_pass: report.TestPass) -> Non
 
 
 def export(model: keras.Model, out_dir: str, saved_model: bool, tflite_files: bool,
-           check_digits=None) -> list[dict]:
-    """Into `out_dir`, each crash-safe: the SavedModel for serving when `saved_model`, and
-    model.tflite and model_int8.tflite when `tflite_files`, checked on `check_digits` (uint8
-    [n, 28, 28]). Returns what each .tflite is (tflite.Conversion.describe)."""
+           check_digits=None, saved_model_xla: str = "auto") -> dict:
+    """Into `out_dir`, each crash-safe: the SavedModel for serving when `saved_model`
+    (compiled by XLA per `saved_model_xla`: see serving.uses_xla), and model.tflite and
+    model_int8.tflite when `tflite_files`, checked on `check_digits` (uint8 [n, 28, 28]).
+    Returns what was written: {"saved_model": serving.export_saved_model's info, "tflite":
+    [tflite.Conversion.describe per file]}, each only when written."""
+    written = {}
     if saved_model:
         path = os.path.join(out_dir, SAVED_MODEL_DIR)
-        files.write_or_fail(files.replace_dir, _export_to(model, path), path)
-    return tflite.export(model, out_dir, check_digits) if tflite_files else []
+        written["saved_model"] = {}
+        files.write_or_fail(files.replace_dir,
+                            _export_to(model, path, saved_model_xla, written["saved_model"]), path)
+    if tflite_files:
+        written["tflite"] = tflite.export(model, out_dir, check_digits)
+    return written
 
 
-def _export_to(model: keras.Model, path: str):
-    """A writer of the SavedModel into a temporary directory, for files.replace_dir."""
+def _export_to(model: keras.Model, path: str, xla: str, info: dict):
+    """A writer of the SavedModel into a temporary directory, for files.replace_dir; it fills
+    `info` with export_saved_model's."""
     def write(tmp: str) -> None:
         try:
-            serving.export_saved_model(model, tmp)
+            info.update(serving.export_saved_model(model, tmp, xla))
         except tf.errors.OpError as e:  # TensorFlow's file errors are not OSErrors.
             code = errno.ENOSPC if "No space left" in e.message else errno.EIO
             raise OSError(code, os.strerror(code), path) from None

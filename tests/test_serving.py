@@ -16,6 +16,7 @@ from helpers import run_module, run_python
 from mnist_rnn import errors, sample, serving
 from mnist_rnn.report import CONFUSION_PNG
 from mnist_rnn.compat import keras
+from mnist_rnn.model import build_model
 
 # Core tests (marked keras2) also run under Keras 2; the commands' subprocess tests run under
 # Keras 3 only, as the in-process tests cover what differs between the two.
@@ -91,6 +92,78 @@ def test_same_predictions_in_memory_reloaded_and_savedmodel_in_a_fresh_process(
     for artifact in ("model.keras", "saved_model"):
         steps = serving.load(os.path.join(config.model_dir, artifact)).step_probabilities(images)
         np.testing.assert_allclose(steps, served_steps, atol=1e-5)
+
+
+def export_both(model, tmp_path):
+    """The signatures of `model`'s SavedModel exported plain and compiled by XLA."""
+    loaded = {}
+    for xla in ("off", "on"):
+        info = serving.export_saved_model(model, str(tmp_path / xla), xla)
+        assert info["xla"] == (xla == "on")
+        loaded[xla] = tf.saved_model.load(str(tmp_path / xla)).signatures
+    return loaded["off"], loaded["on"]
+
+
+@keras2
+@pytest.mark.parametrize("rnn", ["static", "dynamic"])
+def test_compiled_signatures_equal_the_plain_graph_at_any_batch_size(rnn, tmp_path, test_digits):
+    model = build_model(rnn, 16, 28, 28, seed=0)
+    plain, compiled = export_both(model, tmp_path)
+    images = np.concatenate([test_digits[0], test_digits[0]])
+    # Empty, within a bucket, on one, and above the largest (run in chunks of it).
+    for n in (0, 1, 3, 64, serving.BATCH_BUCKETS[-1] + 1):
+        digits = tf.constant(images[:n])
+        sequences = tf.reshape(tf.cast(digits, tf.float32) / 255, [n, 28, 28])
+        for name, kwargs in (("serving_default", dict(images=digits)),
+                             ("serve_steps", dict(images=digits)),
+                             ("serve_sequences", dict(sequences=sequences))):
+            want, got = plain[name](**kwargs), compiled[name](**kwargs)
+            for key in want:
+                assert got[key].shape == want[key].shape
+                np.testing.assert_allclose(got[key], want[key], atol=1e-5, err_msg=f"{name} {n}")
+
+
+def test_xla_is_used_where_it_pays_and_refused_where_it_cannot_run():
+    assert serving.uses_xla(build_model("dynamic", 4, 784, 1))  # The loop, at any length.
+    assert serving.uses_xla(build_model("static", 4, 28, 28))
+    assert not serving.uses_xla(build_model("static", 4, 196, 4))  # Compiles for seconds.
+    assert serving.uses_xla(build_model("static", 4, 196, 4), "on")
+    assert not serving.uses_xla(build_model("dynamic", 4, 28, 28), "off")
+    variable = build_model("dynamic", 4, 28, 28, variable_length=True)
+    assert not serving.uses_xla(variable)  # Its length per batch depends on the data.
+    with pytest.raises(errors.UserError, match="variable-length model cannot be compiled"):
+        serving.uses_xla(variable, "on")
+
+
+COUNT_PROGRAMS = """
+import glob, sys, numpy as np, tensorflow as tf
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+for n in map(int, sys.argv[3].split(",")):
+    assert serve(images=tf.zeros([n, 28, 28], tf.uint8))["probabilities"].shape == (n, 10)
+print(len(glob.glob(sys.argv[2] + "/*.before_optimizations.txt")))
+"""
+
+
+def test_compiled_savedmodel_runs_on_plain_tensorflow_in_bounded_programs(trained, tmp_path):
+    """In a fresh process that imports TensorFlow only, and in saved_model_cli: XLA compiles
+    one program per batch size bucket reached, whatever the sizes asked."""
+    config, _, metrics = trained
+    assert metrics["saved_model"] == {"xla": True, "batch_buckets": list(serving.BATCH_BUCKETS)}
+    saved_model = os.path.join(config.model_dir, "saved_model")
+    sizes = [1, 2, 3, 5, 7, 1000, 1025, 1500]  # Buckets 1, 2, 4, 8 and 1024: five programs.
+    env = {**os.environ, "XLA_FLAGS": f"--xla_dump_to={tmp_path / 'xla'}"}
+    counted = run_python("-c", COUNT_PROGRAMS, saved_model, tmp_path / "xla",
+                         ",".join(map(str, sizes)), env=env, timeout=180)
+    assert counted.returncode == 0, counted.stderr[-2000:]
+    assert int(counted.stdout.split()[-1]) == 5
+    np.save(tmp_path / "digits.npy", np.zeros([3, 28, 28], np.uint8))
+    for signature in ("serving_default", "serve_steps"):
+        ran = subprocess.run(
+            [os.path.join(os.path.dirname(sys.executable), "saved_model_cli"), "run", "--dir",
+             saved_model, "--tag_set", "serve", "--signature_def", signature, "--inputs",
+             f"images={tmp_path / 'digits.npy'}"], capture_output=True, text=True, timeout=180)
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        assert "Result for output key probabilities" in ran.stdout
 
 
 @pytest.fixture

@@ -96,11 +96,13 @@ def test_corrupt_or_foreign_tflite_is_one_clear_line(trained, tmp_path):
 def test_export_command_writes_tflite_and_savedmodel_of_a_model(trained, tmp_path):
     config, model, _ = trained
     result = run_module("mnist_rnn.export", f"--model={config.model_dir}/model.keras",
-                        "--tflite", "--saved_model", f"--output_dir={tmp_path}")
+                        "--tflite", "--saved_model", "--saved_model_xla=off",
+                        f"--output_dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr.strip() == ""
     lines = result.stdout.strip().splitlines()
-    assert lines[0] == f"{tmp_path}/saved_model: SavedModel"
+    assert lines[0] == f"{tmp_path}/saved_model: SavedModel, " + serving.describe_export(
+        {"xla": False})
     assert lines[1].startswith(f"{tmp_path}/model.tflite: float32, ")
     assert lines[2].startswith(f"{tmp_path}/model_int8.tflite: dynamic-range int8 weights, ")
     assert lines[1].endswith("built-in ops only: " + ", ".join(EXPECTED_OPS[config.rnn]))
