@@ -45,7 +45,7 @@ def main(argv):
 
     if FLAGS.per_step and FLAGS.output_dir:
         files.ensure_writable_dir(FLAGS.output_dir, "output_dir")
-    predictor = serving.load(FLAGS.model)
+    predictor = serving.load(FLAGS.model, eager=True)  # One call: tracing would cost more.
     results, digits = serving.read_digits(paths, FLAGS.invert)
     serving.answer(predictor, results, digits, FLAGS.top_k, FLAGS.per_step)
     if FLAGS.per_step:

@@ -188,20 +188,23 @@ class Predictor:
         return np.asarray(self._log_probabilities_fn(tf.convert_to_tensor(sequences, tf.float32)))
 
 
-def from_keras_model(model: keras.Model, path: str = "<in memory>") -> Predictor:
+def from_keras_model(model: keras.Model, path: str = "<in memory>",
+                     eager: bool = False) -> Predictor:
+    """eager: run the model eagerly rather than tracing it into graphs first, which is faster
+    for a call or two (tracing takes about half a second) and slower for many."""
     timesteps = model_timesteps(model)
+    step_logits = step_logits_fn(model)
+    function = (lambda f: f) if eager else tf.function(reduce_retracing=True)
 
-    @tf.function(reduce_retracing=True)
+    @function
     def log_probabilities(sequences):
         return tf.nn.log_softmax(model(sequences, training=False), axis=-1)
 
-    @tf.function(reduce_retracing=True)
+    @function
     def probabilities(digits):
         return tf.nn.softmax(model(to_sequences(digits, timesteps), training=False), axis=-1)
 
-    step_logits = step_logits_fn(model)
-
-    @tf.function(reduce_retracing=True)
+    @function
     def step_probabilities(digits):
         return tf.nn.softmax(step_logits(to_sequences(digits, timesteps)), axis=-1)
 
@@ -249,8 +252,9 @@ def from_tflite(path: str) -> Predictor:
                      "for the answers after each step")
 
 
-def load(path: str) -> Predictor:
-    """A Predictor for `path`: a `.keras` file, a SavedModel directory or a `.tflite` file."""
+def load(path: str, eager: bool = False) -> Predictor:
+    """A Predictor for `path`: a `.keras` file, a SavedModel directory or a `.tflite` file.
+    eager: a `.keras` model runs eagerly (see from_keras_model)."""
     _check_exists(path)
     if path.endswith(".tflite") and os.path.isfile(path):
         return from_tflite(path)
@@ -258,7 +262,7 @@ def load(path: str) -> Predictor:
         if not os.path.isfile(os.path.join(path, "saved_model.pb")):
             raise ModelLoadError(f"{path}: not a SavedModel directory (no saved_model.pb)")
         return from_saved_model(_loading(path, tf.saved_model.load), path)
-    return from_keras_model(_loading(path, keras.models.load_model), path)
+    return from_keras_model(_loading(path, keras.models.load_model), path, eager)
 
 
 def load_keras_model(path: str) -> keras.Model:

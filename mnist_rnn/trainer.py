@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from typing import TextIO
 
 import tensorflow as tf
@@ -61,35 +62,59 @@ def train_and_evaluate(config: TrainConfig, datasets: data.Datasets | None = Non
     datasets: the data to use instead of `config.dataset` (tests inject their own).
     Returns the trained model and the metrics written to metrics.json.
     """
+    clock = Clock()
     with contextlib.ExitStack() as held:
-        run = _prepare(config, datasets, held)
+        with clock.phase("prepare"):
+            run = _prepare(config, datasets, held)
         if run.state and run.state.get("finished"):
             return _already_finished(config, run.state, out)
-        return _train(run, out)
+        return _train(run, clock, out)
 
 
-def _train(run: _Run, out: TextIO) -> tuple[keras.Model, dict]:
+class Clock:
+    """Seconds spent in each named phase of a run, in the order first entered."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - began
+
+    def describe(self) -> str:
+        return "Time: " + ", ".join(f"{name.replace('_', ' ')} {s:.1f} s"
+                                    for name, s in self.seconds.items())
+
+
+def _train(run: _Run, clock: Clock, out: TextIO) -> tuple[keras.Model, dict]:
     """Trains the prepared run to its end and writes its outputs."""
     config = run.config
-    seed(config.seed)
-    run.datasets = run.datasets or load_datasets(config, run.dataset_name)
-    with run.strategy.scope():
+    with clock.phase("data"):
+        seed(config.seed)
+        run.datasets = run.datasets or load_datasets(config, run.dataset_name)
+    with clock.phase("build"), run.strategy.scope():
         # Keras 3 fails to run several steps per call over replicas: one step each there.
         run.model = build(config, run.datasets, steps_per_execution=(
             execution_steps(config, run.datasets.steps_per_epoch, run.start_step)
             if run.strategy.num_replicas_in_sync == 1 else 1))
+        if run.state:
+            checkpoint.restore(run.model, run.backup_dir, run.state)
     print(distribute.describe(run.strategy, config.batch_size), file=out)
     print(_describe(run), file=out, flush=True)
     if run.state:
-        with run.strategy.scope():
-            checkpoint.restore(run.model, run.backup_dir, run.state)
         print(f"Resuming from the backup at step {run.start_step} in {run.backup_dir}", file=out)
-    timer, evaluator, tensorboard = _fit(run, out)
-    final = evaluator.evaluate()  # Runs only when the last step was not evaluated yet.
+    with clock.phase("training"):
+        timer, evaluator, tensorboard = _fit(run, out)
+    with clock.phase("final_evaluation"):
+        final = evaluator.evaluate()  # Runs only when the last step was not evaluated yet.
     if tensorboard:
         tensorboard.finish()
     metrics = _metrics(run, timer, evaluator, final)
-    _write_outputs(run, metrics, evaluator.last_pass)
+    _write_outputs(run, metrics, evaluator.last_pass, clock)
     if "saved_model" in metrics:
         print(f"SavedModel: {serving.describe_export(metrics['saved_model'])}", file=out)
     for info in metrics.get("tflite", []):
@@ -101,6 +126,7 @@ def _train(run: _Run, out: TextIO) -> tuple[keras.Model, dict]:
     files.write_or_fail(checkpoint.mark_finished, run.backup_dir, _state(run, timer, evaluator))
     written = sorted(n for n in os.listdir(run.out_dir)
                      if not n.endswith("_temp") and not n.startswith("."))
+    print(clock.describe(), file=out)
     print(f"Saved to {run.out_dir}: {', '.join(written)}", file=out)
     return run.model, metrics
 
@@ -303,21 +329,27 @@ def _metrics(run: _Run, timer: StepTimer, evaluator: EvaluateAndStop,
     }
 
 
-def _write_outputs(run: _Run, metrics: dict, final_pass: report.TestPass) -> None:
-    """model.keras, saved_model/, the .tflite files, metrics.json (with what each export is)
-    and the evaluation report, each crash-safe."""
+def _write_outputs(run: _Run, metrics: dict, final_pass: report.TestPass, clock: Clock) -> None:
+    """model.keras, saved_model/, the .tflite files, the evaluation report and metrics.json
+    (with what each export is and the time of each phase), each crash-safe."""
     config = run.config
-    files.write_or_fail(files.save_model, run.model, os.path.join(run.out_dir, MODEL_FILE))
-    check_digits = (report.test_images(run.datasets.test, range(min(200, run.datasets.test_size)))
-                    if config.export_tflite else None)
-    metrics.update(export(run.model, run.out_dir, config.export, config.export_tflite,
-                          check_digits, config.saved_model_xla))
-    files.write_or_fail(files.write_json, os.path.join(run.out_dir, METRICS_FILE), metrics)
     model_path = os.path.join(run.out_dir, MODEL_FILE)
-    evaluation, error_images = report.build_report(
-        final_pass, model_path, run.datasets.name, run.datasets.test,
-        serving.from_keras_model(run.model, model_path))
-    files.write_or_fail(report.write_report, evaluation, error_images, run.out_dir, "model_dir")
+    with clock.phase("save"):
+        files.write_or_fail(files.save_model, run.model, model_path)
+    with clock.phase("export"):
+        check_digits = (report.test_images(run.datasets.test,
+                                           range(min(200, run.datasets.test_size)))
+                        if config.export_tflite else None)
+        metrics.update(export(run.model, run.out_dir, config.export, config.export_tflite,
+                              check_digits, config.saved_model_xla))
+    with clock.phase("report"):
+        evaluation, error_images = report.build_report(
+            final_pass, model_path, run.datasets.name, run.datasets.test,
+            serving.from_keras_model(run.model, model_path))
+        files.write_or_fail(report.write_report, evaluation, error_images, run.out_dir,
+                            "model_dir")
+    metrics["phase_s"] = dict(clock.seconds)  # This session's; metrics.json itself is last.
+    files.write_or_fail(files.write_json, os.path.join(run.out_dir, METRICS_FILE), metrics)
 
 
 def export(model: keras.Model, out_dir: str, saved_model: bool, tflite_files: bool,
