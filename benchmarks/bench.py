@@ -1,5 +1,6 @@
-"""Training and inference throughput: mnist_rnn (static and dynamic, trained exactly as
-`python -m mnist_rnn.train` trains) against a PyTorch nn.LSTM of the same shape.
+"""Training and serving: mnist_rnn (static and dynamic, trained exactly as
+`python -m mnist_rnn.train` trains, served by its SavedModel) against a PyTorch nn.LSTM of the
+same shape.
 
     python benchmarks/bench.py [--quick] [--json=PATH] [--rounds=3] [--steps=40]
 
@@ -14,6 +15,7 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,6 +24,7 @@ import numpy as np
 
 from common import BATCH, torch_model, torch_train, torch_train_arrays, whole
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIGS = [(100, 28), (256, 28), (128, 196), (128, 784)]  # (units, timesteps)
 QUICK_CONFIGS = [(32, 28)]
 
@@ -43,47 +46,49 @@ def keras_train(rnn, units, timesteps, steps, data_dir):
     return metrics["steady_train_samples_per_s"]
 
 
-def keras_infer(units, timesteps, images, repeats):
-    """Inference samples/s: the Keras model in memory, and its SavedModel reloaded."""
-    import tensorflow as tf
-
+def keras_serve(units, timesteps, quick=False):
+    """Serving rows of both variants' SavedModels (random weights; quick: dynamic only): the
+    plain graph of the earlier versions, and the export's default (compiled by XLA where it
+    pays), each measured by serve.py in a fresh process."""
     from mnist_rnn import serving
     from mnist_rnn.model import build_model
-    from mnist_rnn.sequences import to_sequences
 
-    model = build_model("dynamic", units, timesteps, 784 // timesteps, seed=0)
-    sequences = to_sequences(images, timesteps)
-    @tf.function
-    def forward(x):
-        return model(x, training=False)
-
-    results = {}
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        serving.export_saved_model(model, os.path.join(tmp, "saved_model"))
-        serve = tf.saved_model.load(os.path.join(tmp, "saved_model")).signatures[
-            "serving_default"]
-        raw = tf.constant(images)
-        for name, call in (("keras", lambda: forward(sequences)),
-                           ("savedmodel", lambda: serve(images=raw))):
-            call()
-            began = time.perf_counter()
-            for _ in range(repeats):
-                call()
-            results[name] = repeats * len(images) / (time.perf_counter() - began)
-    return results
+        for rnn in ("dynamic",) if quick else ("static", "dynamic"):
+            model = build_model(rnn, units, timesteps, 784 // timesteps, seed=0)
+            for xla in ("off", "auto"):
+                path = os.path.join(tmp, f"{rnn}_{xla}")
+                if serving.export_saved_model(model, path, xla)["xla"] or xla == "off":
+                    probe = subprocess.run(
+                        [sys.executable, os.path.join(HERE, "serve.py"), path]
+                        + ["--quick"] * quick, capture_output=True, text=True, check=True)
+                    rows.append({"contender": f"{rnn} {'compiled' if xla == 'auto' else 'plain'}",
+                                 **json.loads(probe.stdout.strip().splitlines()[-1])})
+    return rows
 
 
-def torch_infer(units, timesteps, images, repeats):
+def torch_serve(units, timesteps, images, repeats, calls):
+    """PyTorch's batch-1000 throughput and batch-1 latency (p50, p99), as serve.py measures."""
     import torch
+
+    from serve import percentile
 
     model = torch_model(units, 784 // timesteps).eval()
     x = torch.from_numpy(images.reshape(len(images), timesteps, -1).astype(np.float32) / 255)
-    with torch.no_grad():
+    with torch.inference_mode():
         model(x)
         began = time.perf_counter()
         for _ in range(repeats):
             model(x)
-    return repeats * len(images) / (time.perf_counter() - began)
+        rate = repeats * len(images) / (time.perf_counter() - began)
+        latencies = []
+        for _ in range(calls):
+            began = time.perf_counter()
+            model(x[:1])
+            latencies.append((time.perf_counter() - began) * 1000)
+    return {"contender": "pytorch", "samples_per_s": rate,
+            "p50_ms": statistics.median(latencies), "p99_ms": percentile(latencies, 0.99)}
 
 
 def pipeline(timesteps, data_dir, batches=400):
@@ -147,12 +152,13 @@ def main():
             rows.append(dict(contender=name, units=units, timesteps=timesteps,
                              features=784 // timesteps, task="train",
                              samples_per_s=statistics.median(values), rounds=values))
-        infer = keras_infer(units, timesteps, images[:1000], repeats)
+        served = keras_serve(units, timesteps, args.quick)
         if have_torch:
-            infer["pytorch"] = torch_infer(units, timesteps, images[:1000], repeats)
-        for name, value in infer.items():
-            rows.append(dict(contender=name, units=units, timesteps=timesteps,
-                             features=784 // timesteps, task="infer", samples_per_s=value))
+            served.append(torch_serve(units, timesteps, images[:1000], repeats,
+                                      50 if args.quick else 500))
+        for row in served:
+            rows.append(dict(units=units, timesteps=timesteps, features=784 // timesteps,
+                             task="serve", **row))
         rows.append(dict(contender="pipeline", units=units, timesteps=timesteps,
                          features=784 // timesteps, task="train",
                          samples_per_s=pipeline(timesteps, args.data_dir, batches)))
@@ -164,23 +170,38 @@ def main():
 
 
 def table(rows):
+    """The training table, then the serving one."""
     def rate(contender, units, timesteps, task="train"):
         match = [r["samples_per_s"] for r in rows if (r["contender"], r["units"],
                  r["timesteps"], r["task"]) == (contender, units, timesteps, task)]
         return match[0] if match else None
 
-    lines = ["| units, timesteps x features | task | static | dynamic | pipeline | "
-             "keras | savedmodel | pytorch | best mnist_rnn / pytorch |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for units, timesteps in sorted({(r["units"], r["timesteps"]) for r in rows}):
-        for task, ours in (("train", ("static", "dynamic")), ("infer", ("keras", "savedmodel"))):
-            cells = [rate(c, units, timesteps, task) for c in
-                     ("static", "dynamic", "pipeline", "keras", "savedmodel", "pytorch")]
-            best = max((rate(c, units, timesteps, task) or 0) for c in ours)
-            torch_rate = rate("pytorch", units, timesteps, task)
-            ratio = f"{best / torch_rate:.2f}" if torch_rate else "-"
-            lines.append(f"| {units}, {timesteps}x{784 // timesteps} | {task} | " + " | ".join(
-                f"{c:,.0f}" if c else "-" for c in cells) + f" | {ratio} |")
+    configs = sorted({(r["units"], r["timesteps"]) for r in rows})
+    lines = ["Training, samples/s:", "",
+             "| units, timesteps x features | static | dynamic | pipeline | pytorch | "
+             "best mnist_rnn / pytorch |", "|---|---|---|---|---|---|"]
+    for units, timesteps in configs:
+        cells = [rate(c, units, timesteps) for c in ("static", "dynamic", "pipeline", "pytorch")]
+        best = max(cells[0] or 0, cells[1] or 0)
+        ratio = f"{best / cells[3]:.2f}" if cells[3] else "-"
+        lines.append(f"| {units}, {timesteps}x{784 // timesteps} | " + " | ".join(
+            f"{c:,.0f}" if c else "-" for c in cells) + f" | {ratio} |")
+    lines += ["", "Serving (SavedModel serving_default on raw images; PyTorch inference_mode):",
+              "", "| units, timesteps x features | contender | batch 1000, samples/s | "
+              "/ pytorch | batch 1 p50 ms | p99 ms | first call of a new batch size, s "
+              "(median / max) | XLA programs in the sweep |", "|---|---|---|---|---|---|---|---|"]
+    for units, timesteps in configs:
+        torch_rate = rate("pytorch", units, timesteps, "serve")
+        for r in rows:
+            if (r["units"], r["timesteps"], r["task"]) != (units, timesteps, "serve"):
+                continue
+            ratio = f"{r['samples_per_s'] / torch_rate:.2f}" if torch_rate else "-"
+            first = (f"{r['first_call_median_s']:.3f} / {r['first_call_max_s']:.2f}"
+                     if "programs" in r else "-")
+            lines.append(
+                f"| {units}, {timesteps}x{784 // timesteps} | {r['contender']} | "
+                f"{r['samples_per_s']:,.0f} | {ratio} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+                f"{first} | {r.get('programs', '-')} |")
     return "\n".join(lines)
 
 

@@ -28,8 +28,8 @@ def main(argv):
     datasets = data.load_datasets(name, predictor.timesteps, batch_size=500,
                                   data_dir=FLAGS.data_dir)
     evaluation, error_images = report.build_report(
-        report.test_pass(predictor, datasets.test), predictor.path, name, datasets.test,
-        predictor)
+        report.test_pass(predictor, datasets.test, steps=True), predictor.path, name,
+        datasets.test)
     print(report.format_report(evaluation))
     if FLAGS.output_dir:
         report.write_report(evaluation, error_images, FLAGS.output_dir)

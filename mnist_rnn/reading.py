@@ -5,7 +5,6 @@ import numpy as np
 
 from mnist_rnn import files
 from mnist_rnn.config import NUM_CLASSES, PIXELS, SIDE
-from mnist_rnn.sequences import to_images
 
 ACCURACY_PNG = "accuracy_by_step.png"
 STEPS_PNG_SUFFIX = ".steps.png"
@@ -20,16 +19,6 @@ def settled_steps(step_classes: np.ndarray) -> np.ndarray:
     last_other = np.where(changed.any(axis=1), last_steps - 1 - changed[:, ::-1].argmax(axis=1),
                           -1)
     return last_other + 2
-
-
-def step_pass(predictor, test) -> np.ndarray:
-    """int16 [n, T]: the class `predictor` (a serving.Predictor) answers after each step, for
-    every (sequences, labels) batch of `test`, in order."""
-    classes = []
-    for x, _ in test:
-        steps = predictor.step_probabilities(to_images(x))
-        classes.append(steps.argmax(axis=-1).astype(np.int16))
-    return np.concatenate(classes)
 
 
 def summary(labels: np.ndarray, step_classes: np.ndarray) -> dict:

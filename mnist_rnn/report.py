@@ -23,6 +23,7 @@ class TestPass:
 
     labels: np.ndarray  # int [n]
     log_probabilities: np.ndarray  # float32 [n, 10]
+    step_classes: np.ndarray | None = None  # int16 [n, T]: the class after each step read.
 
     @property
     def predicted(self) -> np.ndarray:
@@ -39,13 +40,22 @@ class TestPass:
         return float(-true.astype(np.float64).mean())
 
 
-def test_pass(predictor, test) -> TestPass:
-    """Runs `predictor` (a serving.Predictor) over the (sequences, labels) batches of `test`."""
-    labels, log_probabilities = [], []
+def test_pass(predictor, test, steps: bool = False) -> TestPass:
+    """Runs `predictor` (a serving.Predictor) over the (sequences, labels) batches of `test`.
+    steps: also the class after each step read, from the same pass (the last step's answer is
+    the model's), when the predictor has per-step answers."""
+    steps = steps and predictor.has_steps
+    labels, log_probabilities, step_classes = [], [], []
     for x, y in test:
         labels.append(np.asarray(y))
-        log_probabilities.append(predictor.log_probabilities(x))
-    return TestPass(np.concatenate(labels).astype(np.int64), np.concatenate(log_probabilities))
+        if steps:
+            every_step = predictor.step_log_probabilities(x)
+            log_probabilities.append(every_step[:, -1])
+            step_classes.append(every_step.argmax(axis=-1).astype(np.int16))
+        else:
+            log_probabilities.append(predictor.log_probabilities(x))
+    return TestPass(np.concatenate(labels).astype(np.int64), np.concatenate(log_probabilities),
+                    np.concatenate(step_classes) if steps else None)
 
 
 def test_images(test, indices) -> np.ndarray:
@@ -63,11 +73,11 @@ def test_images(test, indices) -> np.ndarray:
     return images
 
 
-def build_report(result: TestPass, model_path: str, dataset: str, test, predictor,
+def build_report(result: TestPass, model_path: str, dataset: str, test,
                  worst: int = 25) -> tuple[dict, np.ndarray]:
-    """The report of one test pass of `predictor` (a serving.Predictor) over `test`, with its
-    answers after each step (a second pass, per step), and uint8 images [k, 28, 28] of the
-    `worst` most confidently wrong digits (read again from `test`)."""
+    """The report of one test pass over `test` (with its answers after each step, when it
+    has them), and uint8 images [k, 28, 28] of the `worst` most confidently wrong digits
+    (read again from `test`)."""
     labels, predicted = result.labels, result.predicted
     probabilities = np.exp(result.log_probabilities.astype(np.float64))
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
@@ -97,8 +107,8 @@ def build_report(result: TestPass, model_path: str, dataset: str, test, predicto
              "probability": float(probabilities[i, predicted[i]])}
             for i in wrong
         ],
-        "reading": (reading.summary(labels, reading.step_pass(predictor, test))
-                    if predictor.has_steps else None),  # A .tflite has no per-step answers.
+        "reading": (reading.summary(labels, result.step_classes)
+                    if result.step_classes is not None else None),  # None from a .tflite.
     }
     return report, test_images(test, wrong)
 

@@ -86,7 +86,11 @@ def export_saved_model(model: keras.Model, path: str, xla: str = "auto") -> dict
     if compiled:
         read_spec = tf.TensorSpec([None, timesteps, features], tf.float32)
         sequence_logits = _compiled(logits, sequences_spec)
-        logits, step_logits = _compiled(logits, read_spec), _compiled(step_logits, read_spec)
+        if sequences_spec.shape != read_spec.shape:  # Static: the same function serves both.
+            logits = _compiled(logits, read_spec)
+        else:
+            logits = sequence_logits
+        step_logits = _compiled(step_logits, read_spec)
 
     def serve_images(images):
         return _outputs(logits(to_sequences(images, timesteps)))
@@ -160,13 +164,14 @@ class Predictor:
 
     def __init__(self, path: str, timesteps: int, images_fn: Callable,
                  log_probabilities_fn: Callable, steps_fn: Callable | None,
-                 no_steps: str = ""):
+                 no_steps: str = "", step_log_probabilities_fn: Callable | None = None):
         self.path = path
         self.timesteps = timesteps
         self._images_fn = images_fn
         self._log_probabilities_fn = log_probabilities_fn
         self._steps_fn = steps_fn
         self._no_steps = no_steps  # Why steps_fn is None.
+        self._step_log_probabilities_fn = step_log_probabilities_fn  # None: from steps_fn.
 
     @property
     def has_steps(self) -> bool:
@@ -186,6 +191,15 @@ class Predictor:
     def log_probabilities(self, sequences) -> np.ndarray:
         """float32 sequences [n, timesteps, features] -> float32 log-probabilities [n, 10]."""
         return np.asarray(self._log_probabilities_fn(tf.convert_to_tensor(sequences, tf.float32)))
+
+    def step_log_probabilities(self, sequences) -> np.ndarray:
+        """float32 sequences [n, timesteps, features] -> float32 log-probabilities
+        [n, timesteps, 10] after each step read; the last step's are log_probabilities'."""
+        if self._step_log_probabilities_fn is not None:
+            return np.asarray(self._step_log_probabilities_fn(
+                tf.convert_to_tensor(sequences, tf.float32)))
+        probabilities = self.step_probabilities(to_images(sequences))  # Exact: see to_images.
+        return np.log(np.maximum(probabilities, MIN_PROBABILITY))
 
 
 def from_keras_model(model: keras.Model, path: str = "<in memory>",
@@ -208,7 +222,12 @@ def from_keras_model(model: keras.Model, path: str = "<in memory>",
     def step_probabilities(digits):
         return tf.nn.softmax(step_logits(to_sequences(digits, timesteps)), axis=-1)
 
-    return Predictor(path, timesteps, probabilities, log_probabilities, step_probabilities)
+    @function
+    def step_log_probabilities(sequences):
+        return tf.nn.log_softmax(step_logits(sequences), axis=-1)
+
+    return Predictor(path, timesteps, probabilities, log_probabilities, step_probabilities,
+                     step_log_probabilities_fn=step_log_probabilities)
 
 
 def from_saved_model(loaded, path: str) -> Predictor:

@@ -209,7 +209,8 @@ def _fit(run: _Run, out: TextIO) -> tuple[StepTimer, EvaluateAndStop, TensorBoar
                       first_step_s=state.get("time_to_first_step_s"))
     predictor = serving.from_keras_model(run.model, os.path.join(run.out_dir, MODEL_FILE))
     evaluator = EvaluateAndStop(
-        lambda: report.test_pass(predictor, datasets.test), datasets.steps_per_epoch,
+        lambda: report.test_pass(predictor, datasets.test, steps=True),
+        datasets.steps_per_epoch,
         timer.elapsed, config.eval_every_steps, config.target_accuracy, config.max_steps, out,
         run.start_step, [Evaluation(**e) for e in state.get("evaluations", [])],
         state.get("eval_time_s", 0.0))
@@ -344,8 +345,7 @@ def _write_outputs(run: _Run, metrics: dict, final_pass: report.TestPass, clock:
                               check_digits, config.saved_model_xla))
     with clock.phase("report"):
         evaluation, error_images = report.build_report(
-            final_pass, model_path, run.datasets.name, run.datasets.test,
-            serving.from_keras_model(run.model, model_path))
+            final_pass, model_path, run.datasets.name, run.datasets.test)
         files.write_or_fail(report.write_report, evaluation, error_images, run.out_dir,
                             "model_dir")
     metrics["phase_s"] = dict(clock.seconds)  # This session's; metrics.json itself is last.
