@@ -39,8 +39,8 @@ def test_metrics_json_has_every_field(trained):
     assert (last["step"], last["accuracy"]) == (40, on_disk["final_test_accuracy"])
     # Every phase of the run is timed; training is most of it, and holds the evaluations.
     phases = on_disk["phase_s"]
-    assert list(phases) == ["prepare", "data", "build", "training", "final_evaluation", "save",
-                            "export", "report"]
+    assert set(phases) == {"prepare", "data", "build", "training", "final_evaluation", "save",
+                           "export", "report"}
     assert all(s >= 0 for s in phases.values())
     assert phases["training"] + phases["final_evaluation"] == pytest.approx(
         on_disk["wall_time_s"], abs=0.5)
