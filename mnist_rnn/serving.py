@@ -86,10 +86,8 @@ def export_saved_model(model: keras.Model, path: str, xla: str = "auto") -> dict
     if compiled:
         read_spec = tf.TensorSpec([None, timesteps, features], tf.float32)
         sequence_logits = _compiled(logits, sequences_spec)
-        if sequences_spec.shape != read_spec.shape:  # Static: the same function serves both.
-            logits = _compiled(logits, read_spec)
-        else:
-            logits = sequence_logits
+        logits = (sequence_logits if sequences_spec.shape == read_spec.shape  # Static: the same.
+                  else _compiled(logits, read_spec))
         step_logits = _compiled(step_logits, read_spec)
 
     def serve_images(images):
