@@ -68,16 +68,15 @@ def run(main: Callable[[list[str]], int | None],
         if not verbose and "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
             load_tensorflow_quietly()
         try:
-            try:
-                status = main(argv)
-            except errors.Interrupted as e:
-                print(e.as_flags(), file=sys.stderr)
-                sys.exit(e.exit_status)
-            except errors.UserError as e:
-                if verbose:
-                    raise
-                sys.exit(f"error: {e.as_flags()}")
-        except SystemExit as e:
+            status = main(argv)
+        except errors.Interrupted as e:
+            print(e.as_flags(), file=sys.stderr)
+            status = e.exit_status
+        except errors.UserError as e:
+            if verbose:
+                raise
+            status = f"error: {e.as_flags()}"
+        except SystemExit as e:  # A command's own sys.exit("error: ...").
             status = e.code
         exit_now(status)
 

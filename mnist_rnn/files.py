@@ -74,18 +74,20 @@ def save_model(model, path):
 
 
 def replace_dir(write, path):
-    """Calls write(tmp_dir), then swaps tmp_dir in for `path`; the old one is kept until then."""
+    """Calls write(tmp_dir), then swaps tmp_dir in for `path`; the old one is kept until then.
+    Returns what write returned."""
     tmp = _tmp_path(path)
     old = _tmp_path(path, suffix=".old")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        write(tmp)
+        written = write(tmp)
         if os.path.exists(path):
             os.replace(path, old)
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+    return written
 
 
 def remove_stale_tmp(directory):
@@ -116,12 +118,12 @@ def ensure_writable_dir(path, setting_name: str = "model_dir") -> None:
             f"cannot write to {setting(setting_name, path)}: {e.strerror or e}") from None
 
 
-def write_or_fail(write, *args) -> None:
-    """Runs the file write `write(*args)`; a full disk or a read-only directory becomes one
-    OutputError naming the file. The previous file is kept: every write here goes via a
-    temporary."""
+def write_or_fail(write, *args):
+    """Runs the file write `write(*args)` and returns what it returns; a full disk or a
+    read-only directory becomes one OutputError naming the file. The previous file is kept:
+    every write here goes via a temporary."""
     try:
-        write(*args)
+        return write(*args)
     except OSError as e:
         raise OutputError(
             f"cannot write to {getattr(e, 'filename', None) or args[-1]}: "

@@ -196,8 +196,12 @@ class Predictor:
         if self._step_log_probabilities_fn is not None:
             return np.asarray(self._step_log_probabilities_fn(
                 tf.convert_to_tensor(sequences, tf.float32)))
-        probabilities = self.step_probabilities(to_images(sequences))  # Exact: see to_images.
-        return np.log(np.maximum(probabilities, MIN_PROBABILITY))
+        return _log(self.step_probabilities(to_images(sequences)))  # Exact: see to_images.
+
+
+def _log(probabilities) -> np.ndarray:
+    """Log-probabilities of a format that gives probabilities, clipped at MIN_PROBABILITY."""
+    return np.log(np.maximum(np.asarray(probabilities), MIN_PROBABILITY))
 
 
 def from_keras_model(model: keras.Model, path: str = "<in memory>",
@@ -241,8 +245,7 @@ def from_saved_model(loaded, path: str) -> Predictor:
     features = sequences_fn.structured_input_signature[1]["sequences"].shape[-1]
 
     def log_probabilities(sequences):
-        probabilities = sequences_fn(sequences=sequences)["probabilities"]
-        return tf.math.log(tf.maximum(probabilities, MIN_PROBABILITY))
+        return _log(sequences_fn(sequences=sequences)["probabilities"])
 
     steps_fn = signatures.get(STEPS_SIGNATURE)
     return Predictor(
@@ -262,7 +265,7 @@ def from_tflite(path: str) -> Predictor:
     runner = tflite.load(path)
 
     def log_probabilities(sequences):
-        return np.log(np.maximum(runner.probabilities(to_images(sequences)), MIN_PROBABILITY))
+        return _log(runner.probabilities(to_images(sequences)))
 
     return Predictor(path, SIDE, runner.probabilities, log_probabilities, None,
                      "a .tflite gives only the final answer; pass model.keras or saved_model/ "

@@ -362,20 +362,19 @@ def export(model: keras.Model, out_dir: str, saved_model: bool, tflite_files: bo
     written = {}
     if saved_model:
         path = os.path.join(out_dir, SAVED_MODEL_DIR)
-        written["saved_model"] = {}
-        files.write_or_fail(files.replace_dir,
-                            _export_to(model, path, saved_model_xla, written["saved_model"]), path)
+        written["saved_model"] = files.write_or_fail(
+            files.replace_dir, _export_to(model, path, saved_model_xla), path)
     if tflite_files:
         written["tflite"] = tflite.export(model, out_dir, check_digits)
     return written
 
 
-def _export_to(model: keras.Model, path: str, xla: str, info: dict):
-    """A writer of the SavedModel into a temporary directory, for files.replace_dir; it fills
-    `info` with export_saved_model's."""
-    def write(tmp: str) -> None:
+def _export_to(model: keras.Model, path: str, xla: str):
+    """A writer of the SavedModel into a temporary directory, for files.replace_dir; it
+    returns export_saved_model's info."""
+    def write(tmp: str) -> dict:
         try:
-            info.update(serving.export_saved_model(model, tmp, xla))
+            return serving.export_saved_model(model, tmp, xla)
         except tf.errors.OpError as e:  # TensorFlow's file errors are not OSErrors.
             code = errno.ENOSPC if "No space left" in e.message else errno.EIO
             raise OSError(code, os.strerror(code), path) from None
