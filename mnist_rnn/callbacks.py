@@ -18,7 +18,7 @@ from typing import Callable, TextIO
 
 import tensorflow as tf
 
-from mnist_rnn import checkpoint, distribute, files, graphs
+from mnist_rnn import checkpoint, compat, distribute, files, graphs
 from mnist_rnn.compat import keras
 from mnist_rnn.errors import NumericalError
 
@@ -46,6 +46,12 @@ class StepCallback(keras.callbacks.Callback):
 
     def on_steps_end(self, logs: dict) -> None:
         pass
+
+    def sync_model(self) -> None:
+        """Brings the model's variables up to date before reading them: mid-epoch on JAX,
+        Keras keeps the training state apart from the model until asked."""
+        if compat.JAX and self.model is not None:
+            self.model.jax_state_sync()
 
 
 class StepTimer(StepCallback):
@@ -158,6 +164,7 @@ class EvaluateAndStop(StepCallback):
         if evaluated and self.last_pass is not None:
             return self.history[-1]
         began = time.perf_counter()
+        self.sync_model()
         self.last_pass = self.test_pass()
         self.eval_time_s += time.perf_counter() - began
         if evaluated:  # Resumed at an evaluated step: the report needs the pass, not a line.
@@ -235,6 +242,7 @@ class Backup(StepCallback):
 
     def save(self) -> None:
         if self.step != self._saved_step:
+            self.sync_model()
             files.write_or_fail(checkpoint.save, self.model, self.directory, self.state())
             self._saved_step = self.step
 
@@ -274,16 +282,18 @@ class TensorBoardLog(StepCallback):
     def on_steps_end(self, logs):
         if not self._graph_written:  # Once the optimizer is built, tracing creates nothing.
             # Under a tf.distribute strategy, the optimizer updates only inside a replica
-            # (Keras 2) and mirrored variables are read only there: no graph then.
-            if distribute.is_default(self.model.distribute_strategy):
+            # (Keras 2) and mirrored variables are read only there: no graph then. On JAX
+            # there is no TensorFlow graph at all.
+            if not compat.JAX and distribute.is_default(self.model.distribute_strategy):
                 graphs.write_tensorboard_graph(self.model, os.path.join(self.logdir, "train"))
             self._graph_written = True
         with self._writers["train"].as_default(step=self.step):
             for name in ("loss", "accuracy"):
                 if name in logs:
                     tf.summary.scalar(name, float(logs[name]))
-            tf.summary.scalar("learning_rate",
-                              float(tf.convert_to_tensor(self.model.optimizer.learning_rate)))
+            self.sync_model()
+            rate = self.model.optimizer.learning_rate  # A variable of the backend, or a float.
+            tf.summary.scalar("learning_rate", float(getattr(rate, "numpy", lambda: rate)()))
             rate = self.samples_per_s()
             if rate:
                 tf.summary.scalar("steady_samples_per_s", rate)

@@ -39,8 +39,9 @@ def load_state(directory: str) -> dict | None:
                         f"{setting('overwrite', True)} to start over") from None
 
 
-def check_compatible(state: dict, settings: dict, dataset: str) -> None:
-    """Refuses to resume or reuse a run whose defining settings or dataset differ."""
+def check_compatible(state: dict, settings: dict, dataset: str, backend: str) -> None:
+    """Refuses to resume or reuse a run whose defining settings, dataset or Keras backend
+    differ (each backend computes its own numbers)."""
     saved = state["flags"]
     differing = [
         f"{setting(name, settings.get(name))} (the run in progress has {saved.get(name)})"
@@ -49,6 +50,9 @@ def check_compatible(state: dict, settings: dict, dataset: str) -> None:
     ]
     if state["dataset"] != dataset:
         differing.append(f"dataset {dataset} (the run in progress used {state['dataset']})")
+    saved_backend = state.get("backend", "tensorflow")
+    if saved_backend != backend:
+        differing.append(f"KERAS_BACKEND={backend} (the run in progress used {saved_backend})")
     if differing:
         raise UserError(
             f"{setting('model_dir')} holds a run with other flags: {'; '.join(differing)}. "

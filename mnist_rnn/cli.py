@@ -7,6 +7,7 @@ defining anything.
 """
 
 import atexit
+import importlib.util
 import os
 import re
 import sys
@@ -68,6 +69,7 @@ def run(main: Callable[[list[str]], int | None],
         if not verbose and "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
             load_tensorflow_quietly()
         try:
+            check_backend()
             status = main(argv)
         except errors.Interrupted as e:
             print(e.as_flags(), file=sys.stderr)
@@ -81,6 +83,20 @@ def run(main: Callable[[list[str]], int | None],
         exit_now(status)
 
     app.run(wrapped, flags_parser=_parse_flags)
+
+
+def check_backend(environ=os.environ) -> None:
+    """Refuses a Keras backend this project does not run on, before Keras loads it."""
+    backend = environ.get("KERAS_BACKEND", "") or "tensorflow"
+    legacy = environ.get("TF_USE_LEGACY_KERAS", "").lower() in ("1", "true", "yes")
+    if backend not in ("tensorflow", "jax"):
+        raise errors.UserError(f"KERAS_BACKEND={backend} is not supported: use tensorflow "
+                               "(the default) or jax")
+    if backend == "jax" and legacy:
+        raise errors.UserError("Keras 2 (TF_USE_LEGACY_KERAS=1) runs only on TensorFlow: "
+                               "unset KERAS_BACKEND=jax or TF_USE_LEGACY_KERAS")
+    if backend == "jax" and importlib.util.find_spec("jax") is None:
+        raise errors.UserError("KERAS_BACKEND=jax needs JAX: pip install 'mnist_rnn[jax]'")
 
 
 def exit_now(status: int | str | None) -> None:

@@ -1,5 +1,6 @@
-"""Keras 3 (default) or Keras 2 (tf-keras, with TF_USE_LEGACY_KERAS=1): the one place that
-knows which. Every module imports `keras` from here."""
+"""Keras 3 (default) or Keras 2 (tf-keras, with TF_USE_LEGACY_KERAS=1), and Keras 3's backend
+(TensorFlow by default, JAX with KERAS_BACKEND=jax): the one place that knows which. Every
+module imports `keras` from here."""
 
 import contextlib
 import io
@@ -11,6 +12,10 @@ if LEGACY:
     import tf_keras as keras  # noqa: F401  Keras 2, as tf.keras gives it under this variable.
 else:
     import keras  # noqa: F401
+
+# "tensorflow" or "jax" (Keras 3 on PyTorch is not supported: its CPU LSTM is a Python loop).
+BACKEND = "tensorflow" if LEGACY else keras.backend.backend()
+JAX = BACKEND == "jax"
 
 # Keras 3's fit cannot consume MultiWorkerMirroredStrategy's per-replica batches
 # (keras-team/keras#20585, open since TF 2.16); Keras 2's can.

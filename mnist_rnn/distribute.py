@@ -29,6 +29,11 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
             raise UserError(f"{setting('distribution_strategy', name)} needs TF_CONFIG: see "
                             "the README, \"Several machines\"")
         return tf.distribute.MultiWorkerMirroredStrategy()
+    if compat.JAX:
+        if name == "mirrored":
+            raise UserError(f"{setting('distribution_strategy', name)} is a tf.distribute "
+                            "strategy, which needs the TensorFlow backend: unset KERAS_BACKEND")
+        return tf.distribute.get_strategy()  # No tf.distribute: JAX places the work.
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         return tf.distribute.MirroredStrategy() if len(gpus) >= 2 else tf.distribute.get_strategy()

@@ -3,7 +3,7 @@ like tf.nn.dynamic_rnn). Both feed the final hidden state h to a Dense(10) of lo
 
 from typing import Callable
 
-from mnist_rnn import sequences
+from mnist_rnn import compat, sequences
 from mnist_rnn.compat import keras
 from mnist_rnn.config import NUM_CLASSES, PIXELS, RNNS
 
@@ -11,13 +11,16 @@ from mnist_rnn.config import NUM_CLASSES, PIXELS, RNNS
 @keras.saving.register_keras_serializable(package="mnist_rnn")
 class StripBlankSteps(keras.layers.Layer):
     """Drops each sequence's blank leading and trailing steps and pads the batch with
-    sequences.PAD, which the Masking layer after it hides from the LSTM."""
+    sequences.PAD, which the Masking layer after it hides from the LSTM. On JAX, whose XLA
+    programs have fixed shapes, it puts PAD in their place instead: the same result."""
 
     def call(self, inputs):
+        if compat.JAX:
+            return sequences.mask_blank_steps(inputs)
         return sequences.strip_blank_steps(inputs)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], None, input_shape[2])
+        return input_shape if compat.JAX else (input_shape[0], None, input_shape[2])
 
 
 def build_model(rnn: str, units: int, timesteps: int, features: int, seed: int | None = None,
@@ -58,13 +61,14 @@ def build_model(rnn: str, units: int, timesteps: int, features: int, seed: int |
 def compile_model(model: keras.Model, learning_rate: float, jit_compile: bool = False,
                   steps_per_execution: int = 1, accuracy: bool = True) -> keras.Model:
     """Adam on sparse cross-entropy from logits; softmax is never applied before the loss.
-    accuracy: also track training accuracy (shown in the progress bar)."""
+    jit_compile: training steps compiled by XLA (always on JAX, where the alternative is
+    running op by op). accuracy: also track training accuracy (shown in the progress bar)."""
     model.compile(
         steps_per_execution=steps_per_execution,
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")] if accuracy else [],
-        jit_compile=jit_compile,
+        jit_compile=jit_compile or compat.JAX,
     )
     return model
 
@@ -90,8 +94,10 @@ def step_logits_fn(model: keras.Model) -> Callable:
                                   name="lstm_every_step")
     variable_length = is_variable_length(model)
 
+    ink_mask = sequences.ink_mask_ops if compat.JAX else sequences.ink_mask
+
     def step_logits(inputs):
-        mask = sequences.ink_mask(inputs) if variable_length else None
+        mask = ink_mask(inputs) if variable_length else None
         return head(every_step(inputs, mask=mask))
 
     return step_logits

@@ -1,11 +1,14 @@
 """Images as sequences: what one timestep of an image is, and where its ink begins and ends.
 
 Shared by the input pipeline, the model and the serving graph; needs TensorFlow, never TFDS.
+The input pipeline always runs on TensorFlow; inside a model on JAX, `ink_mask_ops` and
+`mask_blank_steps` do the work in keras.ops, at a fixed length, as XLA needs.
 """
 
 import numpy as np
 import tensorflow as tf
 
+from mnist_rnn.compat import keras
 from mnist_rnn.config import PIXELS, SIDE
 
 PAD = -1.0  # Pads stripped sequences; pixels lie in [0, 1], so it is never data.
@@ -61,3 +64,23 @@ def strip_blank_steps(sequences: tf.Tensor) -> tf.Tensor:
     offsets = tf.range(tf.reduce_max(tf.concat([lengths, [1]], 0)))[None, :]
     rows = tf.gather(sequences, tf.minimum(first[:, None] + offsets, steps - 1), batch_dims=1)
     return tf.where((offsets < lengths[:, None])[..., None], rows, PAD)
+
+
+def ink_mask_ops(sequences):
+    """ink_mask in keras.ops (for a model on JAX): the steps from the first with ink to the
+    last, each included; a sequence without ink, its first step."""
+    ops = keras.ops
+    ink = ops.cast(ops.any(sequences > 0, axis=-1), "int32")  # [batch, T]
+    after_first = ops.cumsum(ink, axis=1) > 0
+    before_last = ops.flip(ops.cumsum(ops.flip(ink, axis=1), axis=1), axis=1) > 0
+    blank = ops.logical_not(ops.any(ink > 0, axis=1, keepdims=True))
+    first_step = ops.expand_dims(ops.arange(ops.shape(sequences)[1]) == 0, 0)
+    return ops.logical_or(ops.logical_and(after_first, before_last),
+                          ops.logical_and(blank, first_step))
+
+
+def mask_blank_steps(sequences):
+    """[batch, T, F] -> the same, with PAD on the steps outside each sequence's inked span:
+    strip_blank_steps at a fixed length. The masked LSTM holds its state over PAD steps,
+    so the result is the same as stripping them."""
+    return keras.ops.where(ink_mask_ops(sequences)[..., None], sequences, PAD)

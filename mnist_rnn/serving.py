@@ -21,6 +21,7 @@ xla="off" exports the plain graph that any TensorFlow runs.
 A `.tflite` (see tflite.py) reads as serving_default, without the per-step answers.
 """
 
+import functools
 import json
 import os
 import zipfile
@@ -63,6 +64,12 @@ def uses_xla(model: keras.Model, xla: str = "auto") -> bool:
     depends on the data, which XLA cannot compile."""
     if xla not in SAVED_MODEL_XLA:
         raise ValueError(f"xla must be one of {SAVED_MODEL_XLA}, not {xla!r}")
+    if compat.JAX:  # jax2tf writes XLA programs only.
+        if xla == "off":
+            raise UserError("a model on JAX exports only compiled signatures (jax2tf): export "
+                            "it with --saved_model_xla=auto, or without KERAS_BACKEND=jax for "
+                            "a plain graph")
+        return True
     if is_variable_length(model):
         if xla == "on":
             raise UserError("a variable-length model cannot be compiled by XLA (its length per "
@@ -76,7 +83,8 @@ def uses_xla(model: keras.Model, xla: str = "auto") -> bool:
 
 def export_saved_model(model: keras.Model, path: str, xla: str = "auto") -> dict:
     """Writes `model` as a SavedModel with the three signatures above to `path`; returns what
-    it serves with: {"xla": bool, "batch_buckets": [...] when compiled}."""
+    it serves with: {"xla": bool, "backend": the Keras backend that wrote it,
+    "batch_buckets": [...] when compiled}."""
     timesteps, features = model_timesteps(model), model.input_shape[-1]
     sequences_spec = tf.TensorSpec([None, model.input_shape[1], features], tf.float32,
                                    name="sequences")
@@ -103,11 +111,17 @@ def export_saved_model(model: keras.Model, path: str, xla: str = "auto") -> dict
     archive = keras.export.ExportArchive()
     archive.track(model)
     images_spec = tf.TensorSpec([None, SIDE, SIDE], tf.uint8, name="images")
-    archive.add_endpoint(IMAGE_SIGNATURE, serve_images, input_signature=[images_spec])
-    archive.add_endpoint(STEPS_SIGNATURE, serve_steps, input_signature=[images_spec])
-    archive.add_endpoint(SEQUENCE_SIGNATURE, serve_sequences, input_signature=[sequences_spec])
+    for name, fn, spec in [(IMAGE_SIGNATURE, serve_images, images_spec),
+                           (STEPS_SIGNATURE, serve_steps, images_spec),
+                           (SEQUENCE_SIGNATURE, serve_sequences, sequences_spec)]:
+        # Traced here, as TensorFlow functions whatever the backend: on JAX, ExportArchive
+        # would convert a function given with its signature, TensorFlow's ops and all.
+        endpoint = tf.function(fn, input_signature=[spec], autograph=False)
+        endpoint.get_concrete_function()
+        archive.add_endpoint(name, endpoint)
     compat.write_out(archive, path)
-    return {"xla": compiled, **({"batch_buckets": list(BATCH_BUCKETS)} if compiled else {})}
+    return {"xla": compiled, "backend": compat.BACKEND,
+            **({"batch_buckets": list(BATCH_BUCKETS)} if compiled else {})}
 
 
 def describe_export(info: dict) -> str:
@@ -115,18 +129,18 @@ def describe_export(info: dict) -> str:
     if not info["xla"]:
         return "plain TensorFlow graph (runs on any TensorFlow and TF Serving)"
     buckets = info["batch_buckets"]
-    return (f"compiled by XLA for {len(buckets)} batch sizes ({buckets[0]} to {buckets[-1]}, "
-            "padded up); TF Serving needs --xla_cpu_compilation_enabled=true, or export with "
-            "--saved_model_xla=off")
+    sizes = f"for {len(buckets)} batch sizes ({buckets[0]} to {buckets[-1]}, padded up)"
+    if info.get("backend") == "jax":
+        return (f"XLA programs from JAX (jax2tf's XlaCallModule ops) {sizes}; for a plain "
+                "graph, export the model.keras without KERAS_BACKEND=jax")
+    return (f"compiled by XLA {sizes}; TF Serving needs --xla_cpu_compilation_enabled=true, "
+            "or export with --saved_model_xla=off")
 
 
 def _compiled(fn: Callable, spec: tf.TensorSpec) -> Callable:
     """fn of a batch (`spec`), reading the model's variables -> the same function with the
     weights frozen into constants, compiled by XLA for the BATCH_BUCKETS sizes only."""
-    traced = tf.function(fn, input_signature=[spec]).get_concrete_function()
-    frozen = convert_variables_to_constants_v2(
-        traced, lower_control_flow=False)  # XLA compiles functional loops, not TF1's lowered.
-    program = tf.function(lambda x: frozen(x)[0], jit_compile=True)
+    program, traced = (_jax_program if compat.JAX else _frozen_program)(fn, spec)
     out_shape = [None, *traced.outputs[0].shape[1:]]
     top = BATCH_BUCKETS[-1]
 
@@ -146,6 +160,27 @@ def _compiled(fn: Callable, spec: tf.TensorSpec) -> Callable:
         return tf.ensure_shape(out, out_shape)
 
     return bucketed
+
+
+def _frozen_program(fn: Callable, spec: tf.TensorSpec) -> tuple[Callable, Callable]:
+    """fn (TensorFlow) with the weights frozen into constants, compiled by XLA; and fn
+    traced (for its output's shape)."""
+    traced = tf.function(fn, input_signature=[spec]).get_concrete_function()
+    frozen = convert_variables_to_constants_v2(
+        traced, lower_control_flow=False)  # XLA compiles functional loops, not TF1's lowered.
+    return tf.function(lambda x: frozen(x)[0], jit_compile=True), traced
+
+
+def _jax_program(fn: Callable, spec: tf.TensorSpec) -> tuple[Callable, Callable]:
+    """fn (JAX) as a TensorFlow function through jax2tf: one XLA program (an XlaCallModule
+    op, which any TensorFlow runs), with the weights as its constants; and it traced."""
+    from jax.experimental import jax2tf
+
+    dims = ["batch"] + [str(d) if d is not None else "steps" for d in spec.shape[1:]]
+    converted = jax2tf.convert(fn, polymorphic_shapes=[f"({', '.join(dims)})"],
+                               with_gradient=False)  # Serving only: no gradient functions.
+    program = tf.function(converted, input_signature=[spec], autograph=False)
+    return program, program.get_concrete_function()
 
 
 def _pad_batch(x: tf.Tensor, size) -> tf.Tensor:
@@ -188,14 +223,14 @@ class Predictor:
 
     def log_probabilities(self, sequences) -> np.ndarray:
         """float32 sequences [n, timesteps, features] -> float32 log-probabilities [n, 10]."""
-        return np.asarray(self._log_probabilities_fn(tf.convert_to_tensor(sequences, tf.float32)))
+        return np.asarray(self._log_probabilities_fn(np.asarray(sequences, np.float32)))
 
     def step_log_probabilities(self, sequences) -> np.ndarray:
         """float32 sequences [n, timesteps, features] -> float32 log-probabilities
         [n, timesteps, 10] after each step read; the last step's are log_probabilities'."""
         if self._step_log_probabilities_fn is not None:
             return np.asarray(self._step_log_probabilities_fn(
-                tf.convert_to_tensor(sequences, tf.float32)))
+                np.asarray(sequences, np.float32)))
         return _log(self.step_probabilities(to_images(sequences)))  # Exact: see to_images.
 
 
@@ -206,30 +241,61 @@ def _log(probabilities) -> np.ndarray:
 
 def from_keras_model(model: keras.Model, path: str = "<in memory>",
                      eager: bool = False) -> Predictor:
-    """eager: run the model eagerly rather than tracing it into graphs first, which is faster
-    for a call or two (tracing takes about half a second) and slower for many."""
+    """eager: run the model eagerly rather than tracing it into graphs (TensorFlow) or XLA
+    programs (JAX) first, which is faster for a call or two and slower for many."""
     timesteps = model_timesteps(model)
     step_logits = step_logits_fn(model)
-    function = (lambda f: f) if eager else tf.function(reduce_retracing=True)
+    if compat.JAX:
+        function = (lambda f: f) if eager else _jax_function(model)
+        softmax, log_softmax = keras.ops.softmax, keras.ops.log_softmax
+        preprocess = functools.partial(_to_sequences_ops, timesteps=timesteps)
+    else:
+        function = (lambda f: f) if eager else tf.function(reduce_retracing=True)
+        softmax, log_softmax = tf.nn.softmax, tf.nn.log_softmax
+        preprocess = functools.partial(to_sequences, timesteps=timesteps)
 
     @function
     def log_probabilities(sequences):
-        return tf.nn.log_softmax(model(sequences, training=False), axis=-1)
+        return log_softmax(model(sequences, training=False), axis=-1)
 
     @function
     def probabilities(digits):
-        return tf.nn.softmax(model(to_sequences(digits, timesteps), training=False), axis=-1)
+        return softmax(model(preprocess(digits), training=False), axis=-1)
 
     @function
     def step_probabilities(digits):
-        return tf.nn.softmax(step_logits(to_sequences(digits, timesteps)), axis=-1)
+        return softmax(step_logits(preprocess(digits)), axis=-1)
 
     @function
     def step_log_probabilities(sequences):
-        return tf.nn.log_softmax(step_logits(sequences), axis=-1)
+        return log_softmax(step_logits(sequences), axis=-1)
 
     return Predictor(path, timesteps, probabilities, log_probabilities, step_probabilities,
                      step_log_probabilities_fn=step_log_probabilities)
+
+
+def _to_sequences_ops(images, timesteps: int):
+    """to_sequences in keras.ops (for JAX), with the same float32 arithmetic."""
+    pixels = keras.ops.cast(keras.ops.reshape(images, (-1, PIXELS)), "float32") / 255.0
+    return keras.ops.reshape(pixels, (-1, timesteps, PIXELS // timesteps))
+
+
+def _jax_function(model: keras.Model) -> Callable:
+    """A decorator: fn(x) reading `model`'s variables -> the same, compiled by jax.jit with
+    the variables' current values passed in (so that it follows training)."""
+    import jax
+
+    variables = model.variables
+
+    def decorate(fn):
+        @jax.jit
+        def stateless(values, x):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return fn(x)
+
+        return lambda x: stateless([v.value for v in variables], x)
+
+    return decorate
 
 
 def from_saved_model(loaded, path: str) -> Predictor:

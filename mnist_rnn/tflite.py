@@ -23,7 +23,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from mnist_rnn import files
+from mnist_rnn import compat, files
 from mnist_rnn.compat import keras
 from mnist_rnn.config import NUM_CLASSES, SIDE
 from mnist_rnn.errors import ModelLoadError, UserError
@@ -189,9 +189,18 @@ def conversions(model: keras.Model, check_digits: np.ndarray) -> list[Conversion
     return out
 
 
+def check_backend() -> None:
+    """Refuses a conversion that cannot run here: the converter reads TensorFlow graphs,
+    and a model on JAX has none (its exported programs are XLA's)."""
+    if compat.JAX:
+        raise UserError("the .tflite export needs the TensorFlow backend: export the model.keras "
+                        "with python -m mnist_rnn.export --tflite without KERAS_BACKEND=jax")
+
+
 def export(model: keras.Model, output_dir: str, check_digits: np.ndarray) -> list[dict]:
     """Writes model.tflite and model_int8.tflite of `model` into `output_dir`, each
     crash-safe and only once both are converted and checked; returns what each is."""
+    check_backend()
     done = conversions(model, check_digits)
     for conversion in done:
         files.write_or_fail(_write_bytes, conversion.content,

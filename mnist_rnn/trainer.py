@@ -137,6 +137,8 @@ def _prepare(config: TrainConfig, datasets: data.Datasets | None,
     and refuses to mix another run's settings or dataset into it. Nothing is written before
     the data is known to be there (or preparable). The chief's lock on model_dir is `held`
     until the run ends."""
+    if config.export_tflite:
+        tflite.check_backend()
     # Multi-worker strategies must exist before any other TensorFlow work.
     strategy = distribute.make_strategy(config.distribution_strategy)
     name = datasets.name if datasets else data.resolve_dataset(config.dataset, config.data_dir)
@@ -152,7 +154,7 @@ def _prepare(config: TrainConfig, datasets: data.Datasets | None,
     # Starting over ignores the old backup; the new run's first backup replaces it.
     state = None if config.overwrite else checkpoint.load_state(backup_dir)
     if state:
-        checkpoint.check_compatible(state, run_defining(config), name)
+        checkpoint.check_compatible(state, run_defining(config), name, compat.BACKEND)
     return _Run(config, strategy, out_dir, backup_dir, state, name, datasets)
 
 
@@ -274,6 +276,7 @@ def _state(run: _Run, timer: StepTimer, evaluator: EvaluateAndStop) -> dict:
         "time_to_first_step_s": timer.first_step_s,
         "flags": run_defining(run.config),
         "dataset": run.dataset_name,
+        "backend": compat.BACKEND,
     }
 
 
@@ -326,8 +329,18 @@ def _metrics(run: _Run, timer: StepTimer, evaluator: EvaluateAndStop,
         "train_samples_per_s": samples / train_time_s if train_time_s > 0 else None,
         # After the warm-up: the speed a long run settles at.
         "steady_train_samples_per_s": _steady_samples_per_s(timer, datasets),
-        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+        "backend": compat.BACKEND,
+        "versions": _versions(),
     }
+
+
+def _versions() -> dict:
+    versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
+    if compat.JAX:
+        import jax
+
+        versions["jax"] = jax.__version__
+    return versions
 
 
 def _write_outputs(run: _Run, metrics: dict, final_pass: report.TestPass, clock: Clock) -> None:

@@ -1,7 +1,16 @@
-import pytest
+import os
 
-from helpers import tiny_config
-from mnist_rnn import data, trainer
+USER_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+
+import pytest  # noqa: E402
+
+from helpers import tiny_config  # noqa: E402
+from mnist_rnn import compat, data, trainer  # noqa: E402
+
+# TensorFlow imports JAX where it is installed, and JAX sets TF_CPP_MIN_LOG_LEVEL: the commands
+# that tests run must start as they do from a user's shell.
+if USER_LOG_LEVEL is None:
+    os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
 
 
 @pytest.fixture(scope="session")
@@ -18,11 +27,13 @@ def sample(tfds_dir):
 
 @pytest.fixture(scope="session", params=["static", "dynamic"])
 def trained(request, tmp_path_factory, tfds_dir):
-    """(config, model, metrics) of one short training run per variant, shared by tests. The
-    static one exports the plain SavedModel: compiled, its unrolled graph takes 2-3 s per batch
-    size in every process that serves it (its compiled path is checked on 7 steps)."""
+    """(config, model, metrics) of one short training run per variant, shared by tests. On
+    TensorFlow, the static one exports the plain SavedModel: compiled, its unrolled graph takes
+    2-3 s per batch size in every process that serves it (its compiled path is checked on 7
+    steps). On JAX, every export is compiled, and there is no .tflite."""
+    plain = request.param == "static" and not compat.JAX
     config = tiny_config(tmp_path_factory.mktemp(request.param), tfds_dir, rnn=request.param,
-                         tensorboard=True, export_tflite=True,
-                         saved_model_xla="auto" if request.param == "dynamic" else "off")
+                         tensorboard=True, export_tflite=not compat.JAX,
+                         saved_model_xla="off" if plain else "auto")
     model, metrics = trainer.train_and_evaluate(config)
     return config, model, metrics

@@ -54,6 +54,7 @@ def weights_of(model_dir):
     return keras.models.load_model(model_dir / "model.keras").get_weights()
 
 
+@pytest.mark.jax  # Also on Keras 3's JAX backend.
 def test_sigkill_then_the_same_command_resumes_to_the_same_result(uninterrupted, tmp_path,
                                                                   tfds_dir):
     model_dir = tmp_path / "killed"

@@ -13,7 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from helpers import run_module, run_python
-from mnist_rnn import errors, sample, serving
+from mnist_rnn import compat, errors, sample, serving
 from mnist_rnn.report import CONFUSION_PNG
 from mnist_rnn.compat import keras
 from mnist_rnn.model import build_model
@@ -21,6 +21,8 @@ from mnist_rnn.model import build_model
 # Core tests (marked keras2) also run under Keras 2; the commands' subprocess tests run under
 # Keras 3 only, as the in-process tests cover what differs between the two.
 keras2 = pytest.mark.keras2
+# Those marked jax also run on Keras 3's JAX backend: its exports and its files read elsewhere.
+jax = pytest.mark.jax
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +61,7 @@ def test_export_signatures_and_dtypes(trained):
 
 
 @keras2
+@jax
 def test_same_predictions_in_memory_reloaded_and_savedmodel_in_a_fresh_process(
         trained, test_digits, tmp_path):
     config, model, _ = trained
@@ -149,7 +152,8 @@ def test_compiled_savedmodel_runs_on_plain_tensorflow_in_bounded_programs(tmp_pa
     one program per batch size bucket reached, whatever the sizes asked."""
     saved_model = str(tmp_path / "saved_model")
     info = serving.export_saved_model(build_model("dynamic", 8, 28, 28, seed=0), saved_model)
-    assert info == {"xla": True, "batch_buckets": list(serving.BATCH_BUCKETS)}
+    assert info == {"xla": True, "backend": "tensorflow",
+                    "batch_buckets": list(serving.BATCH_BUCKETS)}
     sizes = [1, 2, 3, 5, 7, 1000, 1025, 1500]  # Buckets 1, 2, 4, 8 and 1024: five programs.
     env = {**os.environ, "XLA_FLAGS": f"--xla_dump_to={tmp_path / 'xla'}"}
     counted = run_python("-c", COUNT_PROGRAMS, saved_model, tmp_path / "xla",
@@ -351,3 +355,35 @@ def test_a_model_from_the_other_keras_says_which_wrote_it_and_what_reads_it(tmp_
     # ...and the SavedModel beside it does load, whichever Keras wrote it.
     probabilities = serving.load(str(tmp_path / "saved_model")).probabilities(test_digits[0][:4])
     assert probabilities.shape == (4, 10)
+
+
+@jax
+def test_a_model_keras_reads_the_same_on_the_other_backend(tmp_path, test_digits):
+    """A .keras written on this backend and read on the other (TensorFlow or JAX), and the
+    reverse, answer the same. The variable-length model's first layer works differently on
+    each (stripping steps on TensorFlow, padding them in place on JAX)."""
+    images = test_digits[0][:32]
+    np.save(tmp_path / "images.npy", images)
+    mine = build_model("dynamic", 8, 28, 28, seed=0, variable_length=True)
+    mine.save(tmp_path / "mine.keras")
+    script = (
+        "import sys, numpy as np\n"
+        "from mnist_rnn import serving\n"
+        "from mnist_rnn.model import build_model\n"
+        "images = np.load(sys.argv[1])\n"
+        "np.save(sys.argv[3], serving.load(sys.argv[2]).probabilities(images))\n"
+        "theirs = build_model('static', 8, 28, 28, seed=1)\n"
+        "theirs.save(sys.argv[4])\n"
+        "np.save(sys.argv[5], serving.from_keras_model(theirs).probabilities(images))\n"
+    )
+    other = "tensorflow" if compat.JAX else "jax"
+    result = run_python("-c", script, tmp_path / "images.npy", tmp_path / "mine.keras",
+                        tmp_path / "mine_there.npy", tmp_path / "theirs.keras",
+                        tmp_path / "theirs_there.npy", env={**os.environ, "KERAS_BACKEND": other},
+                        timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / "mine_there.npy"),
+                               serving.from_keras_model(mine).probabilities(images), atol=1e-5)
+    theirs = serving.load(str(tmp_path / "theirs.keras"))
+    np.testing.assert_allclose(theirs.probabilities(images),
+                               np.load(tmp_path / "theirs_there.npy"), atol=1e-5)

@@ -7,16 +7,19 @@ import numpy as np
 import pytest
 
 from helpers import tiny_config
-from mnist_rnn import errors, trainer
+from mnist_rnn import compat, errors, trainer
 from mnist_rnn.compat import keras
 from mnist_rnn.config import TrainConfig
 
 # Core tests (marked keras2) also run under Keras 2. Two run under Keras 3 only: test_model
 # checks the two graphs' math under both, and the same-seed test both seeds' effect.
 keras2 = pytest.mark.keras2
+# Those marked jax also run on Keras 3's JAX backend: a run's results and its files.
+jax = pytest.mark.jax
 
 
 @keras2
+@jax
 def test_short_training_clearly_beats_chance(trained):
     config, _, metrics = trained
     # One epoch (40 steps) gives 0.58-0.68 over seeds 0-3; chance is 0.10.
@@ -26,6 +29,7 @@ def test_short_training_clearly_beats_chance(trained):
 
 
 @keras2
+@jax
 def test_metrics_json_has_every_field(trained):
     config, _, metrics = trained
     on_disk = trainer.load_metrics(config.model_dir)
@@ -37,8 +41,11 @@ def test_metrics_json_has_every_field(trained):
     assert on_disk["train_samples"] == 4000 and on_disk["train_samples_per_s"] > 0
     last = on_disk["evaluations"][-1]
     assert (last["step"], last["accuracy"]) == (40, on_disk["final_test_accuracy"])
-    assert on_disk["saved_model"] == ({"xla": True, "batch_buckets": [2 ** k for k in range(11)]}
-                                      if config.rnn == "dynamic" else {"xla": False})
+    compiled = config.rnn == "dynamic" or compat.JAX  # As the fixture asks.
+    assert on_disk["saved_model"] == {"backend": compat.BACKEND, **(
+        {"xla": True, "batch_buckets": [2 ** k for k in range(11)]} if compiled
+        else {"xla": False})}
+    assert on_disk["backend"] == compat.BACKEND
     # Every phase of the run is timed; training is most of it, and holds the evaluations.
     phases = on_disk["phase_s"]
     assert set(phases) == {"prepare", "data", "build", "training", "final_evaluation", "save",
@@ -78,10 +85,12 @@ def test_static_and_dynamic_learn_the_same(tmp_path, tfds_dir):
 
 
 @keras2
+@jax
 def test_same_seed_same_metrics_and_weights(tmp_path, tfds_dir):
     runs = []
     for name in ("a", "b"):
-        config = tiny_config(tmp_path / name, tfds_dir, max_steps=12, eval_every_steps=4)
+        config = tiny_config(tmp_path / name, tfds_dir, max_steps=12, eval_every_steps=4,
+                             export=False)
         model, metrics = trainer.train_and_evaluate(config, out=io.StringIO())
         runs.append((model.get_weights(), metrics["evaluations"]))
     (weights_a, evals_a), (weights_b, evals_b) = runs
