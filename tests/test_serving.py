@@ -126,6 +126,26 @@ def test_compiled_signatures_equal_the_plain_graph_at_any_batch_size(rnn, tmp_pa
                 np.testing.assert_allclose(got[key], want[key], atol=1e-5, err_msg=f"{name} {n}")
 
 
+@jax
+@pytest.mark.parametrize("rnn, variable_length", [("static", False), ("dynamic", True)])
+def test_every_signature_serves_what_the_model_answers(rnn, variable_length, tmp_path,
+                                                       test_digits):
+    """On either backend (on JAX, through jax2tf), at any batch size."""
+    model = build_model(rnn, 8, 7, 112, seed=0, variable_length=variable_length)
+    serving.export_saved_model(model, str(tmp_path / "saved_model"))
+    served = serving.load(str(tmp_path / "saved_model"))
+    expected = serving.from_keras_model(model)
+    for n in (3, 1025):  # Within the largest bucket, and over it (in chunks).
+        images = np.resize(test_digits[0], (n, 28, 28))
+        sequences = images.reshape(n, 7, 112) / np.float32(255)
+        np.testing.assert_allclose(served.probabilities(images), expected.probabilities(images),
+                                   atol=1e-5)
+        np.testing.assert_allclose(served.step_probabilities(images),
+                                   expected.step_probabilities(images), atol=1e-5)
+        np.testing.assert_allclose(served.log_probabilities(sequences),
+                                   expected.log_probabilities(sequences), atol=1e-4)
+
+
 def test_xla_is_used_where_it_pays_and_refused_where_it_cannot_run():
     assert serving.uses_xla(build_model("dynamic", 4, 784, 1))  # The loop, at any length.
     assert serving.uses_xla(build_model("static", 4, 28, 28))
