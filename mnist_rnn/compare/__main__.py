@@ -1,14 +1,18 @@
 """Static vs dynamic, measured: `python -m mnist_rnn.compare`.
 
-For each --timesteps value, trains the static and the dynamic LSTM (and the dynamic one on
+For each --timesteps value and each Keras 3 backend of --backends (TensorFlow; JAX where
+installed), trains the static and the dynamic LSTM (on TensorFlow also the dynamic one on
 variable-length batches) in a process of its own, and reports graph size, time to the first
 step, step time, memory, SavedModel size and whether another length is accepted. Writes
 compare.json, compare.md, compare.png and tensorboard/ into --output_dir.
 """
 
+import importlib.util
+
 from absl import flags
 
 from mnist_rnn import cli
+from mnist_rnn.errors import UserError
 from mnist_rnn.config import TrainConfig, valid_timesteps
 
 FLAGS = flags.FLAGS
@@ -31,7 +35,13 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                        lower_bound=0.0, **fv)
     flags.DEFINE_bool("variable_length", True,
                       "Also measure the dynamic model on variable-length batches.", **fv)
+    flags.DEFINE_list("backends", ["tensorflow", "jax"],
+                      "Keras 3 backends to measure each on: tensorflow, jax (needs the jax "
+                      "extra; left out, with a note, where it is not installed).", **fv)
     cli.define_dataset_flags(flag_values)
+    flags.register_validator(
+        "backends", lambda values: bool(values) and set(values) <= {"tensorflow", "jax"},
+        "--backends must be a comma-separated list of tensorflow and jax", **fv)
     flags.register_validator(
         "timesteps",
         lambda values: all(v.isdigit() and int(v) in valid_timesteps() for v in values),
@@ -45,11 +55,19 @@ def main(argv):
     from mnist_rnn.compare import runner
 
     dataset = data.resolve_dataset(FLAGS.dataset, FLAGS.data_dir)  # Probe once, not per run.
+    backends = FLAGS.backends
+    if "jax" in backends and importlib.util.find_spec("jax") is None:
+        if FLAGS["backends"].present:
+            raise UserError("--backends=jax needs JAX: pip install 'mnist_rnn[jax]', or pass "
+                            "--backends=tensorflow")
+        print("JAX is not installed (pip install 'mnist_rnn[jax]'): measuring on TensorFlow "
+              "only")
+        backends = [b for b in backends if b != "jax"]
     report = runner.compare(
         [int(t) for t in FLAGS.timesteps], FLAGS.output_dir, units=FLAGS.units,
         batch_size=FLAGS.batch_size, steps=FLAGS.steps, compile_timeout=FLAGS.compile_timeout,
         dataset=dataset, data_dir=FLAGS.data_dir, variable_length=FLAGS.variable_length,
-    )
+        backends=backends)
     print()
     print(runner.markdown(report))
     print(f"Wrote compare.json, compare.md, compare.png and {runner.TENSORBOARD_DIR}/ to "

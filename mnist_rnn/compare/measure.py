@@ -33,7 +33,7 @@ def measure(rnn: str, timesteps: int, units: int = 128, batch_size: int = 100,
     TFLite files' facts."""
     import numpy as np
 
-    from mnist_rnn import data, graphs, report, sequences, serving, trainer
+    from mnist_rnn import compat, data, graphs, report, sequences, serving, trainer
     from mnist_rnn.callbacks import StepTimer
     from mnist_rnn.config import TrainConfig
 
@@ -69,12 +69,14 @@ def measure(rnn: str, timesteps: int, units: int = 128, batch_size: int = 100,
         saved_model_bytes = directory_bytes(os.path.join(tmp, "saved_model"))
     # Training and the SavedModel's export; the TFLite conversion below needs more.
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    lite = tflite_facts(model, datasets.test)
-    if tensorboard_dir:
+    # TFLite converts TensorFlow graphs, and TensorBoard draws them: none on JAX.
+    lite = {} if compat.JAX else tflite_facts(model, datasets.test)
+    if tensorboard_dir and not compat.JAX:
         graphs.write_tensorboard_graph(model, tensorboard_dir)
     emit(
         "result",
-        rnn=rnn, timesteps=timesteps, features=datasets.features, units=units,
+        backend=compat.BACKEND, rnn=rnn, timesteps=timesteps, features=datasets.features,
+        units=units,
         batch_size=batch_size, variable_length=variable_length, dataset=datasets.name,
         steps=steps, time_to_first_step_s=timer.first_step_s,
         ms_per_step=1000 * step_s,

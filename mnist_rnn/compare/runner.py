@@ -2,6 +2,7 @@
 gives up on one that has not finished its first step within the compile timeout, and writes
 compare.json, compare.md, compare.png and TensorBoard graphs."""
 
+import importlib.metadata
 import json
 import os
 import platform
@@ -14,19 +15,21 @@ from mnist_rnn import files
 from mnist_rnn.config import RNNS
 
 TENSORBOARD_DIR = "tensorboard"
-ROW_FIELDS = ("rnn", "timesteps", "features", "variable_length", "status",
+ROW_FIELDS = ("backend", "rnn", "timesteps", "features", "variable_length", "status",
               "time_to_first_step_s", "ms_per_step", "samples_per_s", "peak_rss_mb",
               "train_step_ops", "cell_copies", "while_ops", "saved_model_mb",
               "accepts_other_length", "mean_timesteps_per_batch", "test_accuracy")
 
 
-def run_measurement(params, compile_timeout, timeout=900):
-    """Runs measure.py on `params` in a subprocess. Returns its result row; when the first
-    step is not done `compile_timeout` seconds after the model is ready, the row says so."""
+def run_measurement(params, compile_timeout, timeout=900, backend="tensorflow"):
+    """Runs measure.py on `params` in a subprocess on Keras 3's `backend`. Returns its result
+    row; when the first step is not done `compile_timeout` seconds after the model is ready,
+    the row says so."""
     command = [sys.executable, "-m", "mnist_rnn.compare.measure", json.dumps(params)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, bufsize=1)
-    row = {**params, "status": "error"}
+                               text=True, bufsize=1,
+                               env={**os.environ, "KERAS_BACKEND": backend})
+    row = {**params, "backend": backend, "status": "error"}
     started = ready_at = time.monotonic()
     deadline, phase = started + timeout, "start"
     try:
@@ -69,30 +72,37 @@ def run_measurement(params, compile_timeout, timeout=900):
 
 def compare(timesteps_list, output_dir, units=128, batch_size=100, steps=50,
             compile_timeout=120, dataset="mnist_sample", data_dir=None, variable_length=True,
-            log=print):
-    """Measures static and dynamic at each timesteps value (and dynamic with variable-length
-    batches when `variable_length`); writes the report files; returns the report dict."""
+            backends=("tensorflow",), log=print):
+    """Measures static and dynamic at each timesteps value on each of Keras 3's `backends`
+    (and, on TensorFlow, dynamic with variable-length batches when `variable_length`: on
+    JAX they run at full length, masked); writes the report files; returns the report."""
     files.ensure_writable_dir(output_dir, "output_dir")
     graph_timesteps = 28 if 28 in timesteps_list else min(timesteps_list)
     rows = []
-    for timesteps in timesteps_list:
-        runs = [(rnn, False) for rnn in RNNS] + ([("dynamic", True)] if variable_length else [])
-        for rnn, variable in runs:
-            tensorboard = (os.path.join(output_dir, TENSORBOARD_DIR, rnn)
-                           if timesteps == graph_timesteps and not variable else None)
-            params = dict(rnn=rnn, timesteps=timesteps, units=units, batch_size=batch_size,
-                          steps=steps, dataset=dataset, data_dir=data_dir,
-                          variable_length=variable, tensorboard_dir=tensorboard)
-            log(f"measuring {rnn}{' variable-length' if variable else ''}, "
-                f"{timesteps} timesteps ...")
-            row = run_measurement(params, compile_timeout)
-            row.pop("tensorboard_dir", None)
-            rows.append(row)
-            log("  " + format_row(row))
+    for backend in backends:
+        tensorflow = backend == "tensorflow"
+        for timesteps in timesteps_list:
+            runs = [(rnn, False) for rnn in RNNS] + (
+                [("dynamic", True)] if variable_length and tensorflow else [])
+            for rnn, variable in runs:
+                tensorboard = (os.path.join(output_dir, TENSORBOARD_DIR, rnn)
+                               if timesteps == graph_timesteps and not variable and tensorflow
+                               else None)
+                params = dict(rnn=rnn, timesteps=timesteps, units=units,
+                              batch_size=batch_size, steps=steps, dataset=dataset,
+                              data_dir=data_dir, variable_length=variable,
+                              tensorboard_dir=tensorboard)
+                row = {"backend": backend, **params}
+                log(f"measuring {variant(row)}, {timesteps} timesteps ...")
+                row = run_measurement(params, compile_timeout, backend=backend)
+                row.pop("tensorboard_dir", None)
+                rows.append(row)
+                log("  " + format_row(row))
     report = {
         "config": dict(units=units, batch_size=batch_size, steps=steps,
                        compile_timeout_s=compile_timeout, dataset=dataset,
-                       timesteps=list(timesteps_list), tensorboard_timesteps=graph_timesteps),
+                       timesteps=list(timesteps_list), tensorboard_timesteps=graph_timesteps,
+                       backends=list(backends)),
         "machine": machine(),
         "rows": rows,
     }
@@ -105,9 +115,14 @@ def compare(timesteps_list, output_dir, units=128, batch_size=100, steps=50,
 def machine():
     import tensorflow as tf
 
-    return {"platform": platform.platform(), "processor": platform.processor(),
-            "cpus": os.cpu_count(), "tensorflow": tf.__version__,
-            "gpus": [d.name for d in tf.config.list_physical_devices("GPU")]}
+    found = {"platform": platform.platform(), "processor": platform.processor(),
+             "cpus": os.cpu_count(), "tensorflow": tf.__version__,
+             "gpus": [d.name for d in tf.config.list_physical_devices("GPU")]}
+    try:
+        found["jax"] = importlib.metadata.version("jax")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return found
 
 
 def _value(row, field, digits=1):
@@ -155,7 +170,9 @@ TFLITE_COLUMNS = [
 
 
 def variant(row):
-    return row["rnn"] + (" variable-length" if row.get("variable_length") else "")
+    """static, dynamic or dynamic variable-length; "JAX ..." on the JAX backend."""
+    return ("JAX " if row.get("backend") == "jax" else "") + row["rnn"] + (
+        " variable-length" if row.get("variable_length") else "")
 
 
 def markdown(report):
@@ -163,8 +180,13 @@ def markdown(report):
     lines = [
         f"Units {config['units']}, batch {config['batch_size']}, {config['steps']} timed steps "
         f"after a first step and 3 warm-up steps, dataset {config['dataset']}; "
-        f"{report['machine']['cpus']} CPUs, TensorFlow {report['machine']['tensorflow']}.",
+        f"{report['machine']['cpus']} CPUs, TensorFlow {report['machine']['tensorflow']}"
+        + (f", JAX {report['machine']['jax']}" if "jax" in report["machine"] else "") + ".",
         "",
+        *([] if "jax" not in config.get("backends", []) else [
+            "JAX rows: Keras 3 on JAX, where the static model is a Python-unrolled program and "
+            "the dynamic one a lax.scan, both compiled by XLA; their train-step ops are the "
+            "primitives of the training step's jaxpr, their While ops its scan loops.", ""]),
         "| " + " | ".join(name for name, _ in COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
     ]
@@ -179,7 +201,8 @@ def markdown(report):
 
 def tflite_markdown(report):
     """The TFLite table: each model converted with built-in ops only, in the interpreter."""
-    rows = [r for r in report["rows"] if r["status"] == "ok"]
+    rows = [r for r in report["rows"] if r["status"] == "ok"
+            and r.get("backend", "tensorflow") == "tensorflow"]  # TFLite reads TF graphs.
     runtime = next((r["tflite_runtime"] for r in rows if r.get("tflite_runtime")), "-")
     lines = [
         f"TFLite (float32 and dynamic-range int8) in {runtime}, one image per call on one "
@@ -209,7 +232,8 @@ def chart(report, path):
     for ax, (field, title, yscale) in zip(axes.flat, panels):
         values = []
         for name, style in (("static", "o-"), ("dynamic", "s-"),
-                            ("dynamic variable-length", "^--")):
+                            ("dynamic variable-length", "^--"), ("JAX static", "o:"),
+                            ("JAX dynamic", "s:")):
             rows = [r for r in report["rows"] if variant(r) == name]
             done = [r for r in rows if r.get(field) is not None]
             values += [r[field] for r in done]
