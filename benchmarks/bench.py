@@ -1,15 +1,16 @@
 """Training and serving: mnist_rnn (static and dynamic, trained exactly as
-`python -m mnist_rnn.train` trains, served by its SavedModel) against a PyTorch nn.LSTM of the
-same shape.
+`python -m mnist_rnn.train` trains, on Keras 3's TensorFlow backend and on its JAX backend,
+served by its SavedModel) against a PyTorch nn.LSTM of the same shape.
 
     python benchmarks/bench.py [--quick] [--json=PATH] [--rounds=3] [--steps=40]
 
 Contenders are interleaved (A B C A B C ...) and each number is the median of the rounds, so
 that a slow moment of the machine hits every contender alike. Without torch installed (the
-`bench` extra), it says so and measures mnist_rnn alone.
+`bench` extra), or without JAX (the `jax` extra), it says so and measures the others.
 """
 
 import argparse
+import importlib.util
 import io
 import json
 import math
@@ -44,6 +45,19 @@ def keras_train(rnn, units, timesteps, steps, data_dir):
             tensorboard=False, verbose=0)  # Logs would not change the steady rate it reads.
         _, metrics = trainer.train_and_evaluate(config, out=io.StringIO())
     return metrics["steady_train_samples_per_s"]
+
+
+def keras_train_on(backend, rnn, units, timesteps, steps, data_dir):
+    """keras_train on Keras 3's `backend`, in a process of its own (Keras picks its backend
+    once per process)."""
+    job = json.dumps(dict(rnn=rnn, units=units, timesteps=timesteps, steps=steps,
+                          data_dir=data_dir))
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), f"--train_one={job}"],
+                          env={**os.environ, "KERAS_BACKEND": backend}, capture_output=True,
+                          text=True)
+    if done.returncode:
+        raise RuntimeError(f"{backend} {rnn}: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def keras_serve(units, timesteps, quick=False):
@@ -114,7 +128,11 @@ def main():
     parser.add_argument("--data_dir", default=None, help="TFDS data dir for mnist_sample")
     parser.add_argument("--configs", default=None,
                         help="only these UNITSxTIMESTEPS, comma-separated (e.g. 100x28)")
+    parser.add_argument("--train_one", help=argparse.SUPPRESS)  # keras_train_on's worker.
     args = parser.parse_args()
+    if args.train_one:
+        print(json.dumps(keras_train(**json.loads(args.train_one))))
+        return
     configs, rounds, steps = (QUICK_CONFIGS, 1, 5) if args.quick else (
         CONFIGS, args.rounds, args.steps)
     repeats, batches = (2, 50) if args.quick else (max(1, 20 // rounds), 400)
@@ -131,6 +149,11 @@ def main():
               "alone", file=sys.stderr)
         have_torch = False
 
+    have_jax = importlib.util.find_spec("jax") is not None
+    if not have_jax:
+        print("JAX is not installed (pip install 'mnist_rnn[jax]'): no Keras-on-JAX rows",
+              file=sys.stderr)
+
     from mnist_rnn import sample
 
     images, _ = sample.load_arrays()  # Inference runs on raw uint8 images.
@@ -141,6 +164,10 @@ def main():
             "static": lambda: keras_train("static", units, timesteps, steps, args.data_dir),
             "dynamic": lambda: keras_train("dynamic", units, timesteps, steps, args.data_dir),
         }
+        # Quick: the loop only (the unrolled graph is the slow one to compile).
+        for rnn in ("dynamic",) if args.quick else ("static", "dynamic") if have_jax else ():
+            contenders[f"jax {rnn}"] = lambda rnn=rnn: keras_train_on(
+                "jax", rnn, units, timesteps, steps, args.data_dir)
         if have_torch:
             contenders["pytorch"] = lambda: torch_train(units, timesteps, steps, train_images,
                                                         train_labels)
@@ -176,16 +203,21 @@ def table(rows):
                  r["timesteps"], r["task"]) == (contender, units, timesteps, task)]
         return match[0] if match else None
 
+    def ratio(best, torch_rate):
+        return f"{best / torch_rate:.2f}" if best and torch_rate else "-"
+
     configs = sorted({(r["units"], r["timesteps"]) for r in rows})
-    lines = ["Training, samples/s:", "",
-             "| units, timesteps x features | static | dynamic | pipeline | pytorch | "
-             "best mnist_rnn / pytorch |", "|---|---|---|---|---|---|"]
+    lines = ["Training, samples/s (Keras 3 on TensorFlow, then on JAX):", "",
+             "| units, timesteps x features | static | dynamic | JAX static | JAX dynamic | "
+             "pipeline | pytorch | best on TF / pytorch | best on JAX / pytorch |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for units, timesteps in configs:
-        cells = [rate(c, units, timesteps) for c in ("static", "dynamic", "pipeline", "pytorch")]
-        best = max(cells[0] or 0, cells[1] or 0)
-        ratio = f"{best / cells[3]:.2f}" if cells[3] else "-"
+        cells = [rate(c, units, timesteps) for c in (
+            "static", "dynamic", "jax static", "jax dynamic", "pipeline", "pytorch")]
+        best_tf, best_jax = max(cells[0] or 0, cells[1] or 0), max(cells[2] or 0, cells[3] or 0)
         lines.append(f"| {units}, {timesteps}x{784 // timesteps} | " + " | ".join(
-            f"{c:,.0f}" if c else "-" for c in cells) + f" | {ratio} |")
+            f"{c:,.0f}" if c else "-" for c in cells)
+            + f" | {ratio(best_tf, cells[5])} | {ratio(best_jax, cells[5])} |")
     lines += ["", "Serving (SavedModel serving_default on raw images; PyTorch inference_mode):",
               "", "| units, timesteps x features | contender | batch 1000, samples/s | "
               "/ pytorch | batch 1 p50 ms | p99 ms | first call of a new batch size, s "
@@ -195,12 +227,12 @@ def table(rows):
         for r in rows:
             if (r["units"], r["timesteps"], r["task"]) != (units, timesteps, "serve"):
                 continue
-            ratio = f"{r['samples_per_s'] / torch_rate:.2f}" if torch_rate else "-"
             first = (f"{r['first_call_median_s']:.3f} / {r['first_call_max_s']:.2f}"
                      if "programs" in r else "-")
             lines.append(
                 f"| {units}, {timesteps}x{784 // timesteps} | {r['contender']} | "
-                f"{r['samples_per_s']:,.0f} | {ratio} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+                f"{r['samples_per_s']:,.0f} | {ratio(r['samples_per_s'], torch_rate)} | "
+                f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
                 f"{first} | {r.get('programs', '-')} |")
     return "\n".join(lines)
 

@@ -20,6 +20,10 @@ def test_quick_benchmark_writes_every_row_and_field(tmp_path, sample, tfds_dir):
         expected |= {("pytorch", "train"), ("pytorch", "serve")}
     else:
         assert "torch is not installed" in result.stderr
+    if importlib.util.find_spec("jax") is not None:
+        expected.add(("jax dynamic", "train"))
+    else:
+        assert "JAX is not installed" in result.stderr
     assert {(r["contender"], r["task"]) for r in rows} == expected
     for row in rows:
         assert {"contender", "units", "timesteps", "features", "task", "samples_per_s"} <= set(
