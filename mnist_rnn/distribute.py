@@ -1,4 +1,5 @@
-"""tf.distribute strategies: which one to use, and where each worker writes.
+"""tf.distribute strategies (keras.distribution over JAX processes on JAX): which one to use,
+and where each worker writes.
 
 In a multi-worker run every worker runs the same program and saves (saving may take part in
 collective ops), but only the chief writes to --model_dir; the others write to a directory of
@@ -11,29 +12,38 @@ import os
 import tensorflow as tf
 
 from mnist_rnn import compat
+from mnist_rnn.compat import keras
 from mnist_rnn.config import STRATEGIES
 from mnist_rnn.errors import UserError, setting
+
+# What keras.distribution.initialize reads: every process's address (the first is the
+# coordinator's), how many processes, and this one's index (0 is the chief).
+JAX_PROCESS_VARIABLES = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
+                         "KERAS_DISTRIBUTION_PROCESS_ID")
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """A tf.distribute.Strategy for --distribution_strategy=`name`."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}: use one of {', '.join(STRATEGIES)}")
-    if name == "multi_worker":  # Before anything else touches the TensorFlow runtime.
-        if not compat.MULTI_WORKER_FIT:
-            raise UserError(
-                f"{setting('distribution_strategy', name)} needs Keras 2: Keras 3's fit does "
-                "not support MultiWorkerMirroredStrategy yet; pip install 'mnist_rnn[keras2]' "
-                "and set TF_USE_LEGACY_KERAS=1 (see the README, \"Several machines\")")
-        if not os.environ.get("TF_CONFIG"):
-            raise UserError(f"{setting('distribution_strategy', name)} needs TF_CONFIG: see "
-                            "the README, \"Several machines\"")
-        return tf.distribute.MultiWorkerMirroredStrategy()
     if compat.JAX:
         if name == "mirrored":
             raise UserError(f"{setting('distribution_strategy', name)} is a tf.distribute "
                             "strategy, which needs the TensorFlow backend: unset KERAS_BACKEND")
+        if name == "multi_worker":
+            _start_jax_processes(name)
         return tf.distribute.get_strategy()  # No tf.distribute: JAX places the work.
+    if name == "multi_worker":  # Before anything else touches the TensorFlow runtime.
+        if not compat.MULTI_WORKER_FIT:
+            raise UserError(
+                f"{setting('distribution_strategy', name)} needs Keras 2 or JAX: Keras 3's "
+                "fit does not support MultiWorkerMirroredStrategy yet; pip install "
+                "'mnist_rnn[keras2]' and set TF_USE_LEGACY_KERAS=1, or run on JAX with "
+                "KERAS_BACKEND=jax (see the README, \"Several machines\")")
+        if not os.environ.get("TF_CONFIG"):
+            raise UserError(f"{setting('distribution_strategy', name)} needs TF_CONFIG: see "
+                            "the README, \"Several machines\"")
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         return tf.distribute.MirroredStrategy() if len(gpus) >= 2 else tf.distribute.get_strategy()
@@ -44,14 +54,43 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy(devices)
 
 
+def _start_jax_processes(name: str) -> None:
+    """Joins this process to the others of a JAX run (keras.distribution, from the
+    KERAS_DISTRIBUTION_* variables) and splits each global batch between them."""
+    missing = [v for v in JAX_PROCESS_VARIABLES if not os.environ.get(v)]
+    if missing:
+        raise UserError(f"{setting('distribution_strategy', name)} on JAX needs "
+                        f"{', '.join(missing)}: see the README, \"Several machines\"")
+    import jax
+
+    keras.distribution.initialize()  # Before any JAX computation.
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
+
+
+def jax_processes() -> int:
+    """How many processes a JAX run is made of (1 on TensorFlow)."""
+    if not compat.JAX:
+        return 1
+    import jax
+
+    return jax.process_count()
+
+
 def task() -> tuple[str, int]:
-    """(type, index) of this process in TF_CONFIG; ("chief", 0) without one."""
+    """(type, index) of this process in TF_CONFIG; ("chief", 0) without one. On JAX,
+    ("process", its index)."""
+    if compat.JAX:
+        import jax
+
+        return ("chief", 0) if jax.process_index() == 0 else ("process", jax.process_index())
     config = json.loads(os.environ.get("TF_CONFIG") or "{}")
     task_info = config.get("task") or {}
     return task_info.get("type", "chief"), int(task_info.get("index", 0))
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    if compat.JAX:
+        return task()[0] == "chief"
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return True
     task_type, index = task()
@@ -75,6 +114,10 @@ def is_default(strategy: tf.distribute.Strategy) -> bool:
 
 
 def describe(strategy: tf.distribute.Strategy, global_batch: int) -> str:
+    processes = jax_processes()
+    if processes > 1:
+        return (f"keras.distribution DataParallel over {processes} JAX processes: global batch "
+                f"{global_batch}, {global_batch // processes} per process")
     replicas = strategy.num_replicas_in_sync
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         name = "MultiWorkerMirroredStrategy"  # Its class is an alias with another name.

@@ -293,7 +293,13 @@ def _jax_function(model: keras.Model) -> Callable:
             with keras.StatelessScope(state_mapping=list(zip(variables, values))):
                 return fn(x)
 
-        return lambda x: stateless([v.value for v in variables], x)
+        def run(x):
+            values = [v.value for v in variables]
+            if jax.process_count() > 1:  # Arrays over every process: compute on this one's.
+                values = [np.asarray(value) for value in values]
+            return stateless(values, x)
+
+        return run
 
     return decorate
 

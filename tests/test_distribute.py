@@ -1,5 +1,5 @@
-"""tf.distribute: MirroredStrategy over two logical CPUs, two workers on loopback, and the
-refusals that name what is missing."""
+"""tf.distribute: MirroredStrategy over two logical CPUs, two workers on loopback (and two JAX
+processes, through keras.distribution), and the refusals that name what is missing."""
 
 import json
 import os
@@ -98,13 +98,54 @@ def test_two_workers_on_loopback_train_and_only_the_chief_writes(tmp_path, sampl
     assert check.returncode == 0 and int(check.stdout.strip().splitlines()[-1]) > 0
 
 
+def test_two_jax_processes_on_loopback_train_as_one_and_only_the_chief_writes(tmp_path, sample,
+                                                                              tfds_dir):
+    """keras.distribution's data parallelism over two JAX processes on 127.0.0.1, each given
+    half of every global batch: the same evaluations as one process given all of it."""
+    command = [sys.executable, "-m", "mnist_rnn.train", "--dataset=mnist_sample",
+               f"--data_dir={tfds_dir}", "--units=8", "--max_steps=4", "--eval_every_steps=2",
+               "--noexport"]
+    address = f"127.0.0.1:{free_port()}"
+    processes = []
+    for index in range(2):
+        env = {**os.environ, "KERAS_BACKEND": "jax", "KERAS_DISTRIBUTION_JOB_ADDRESSES": address,
+               "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}
+        processes.append(subprocess.Popen(
+            command + ["--distribution_strategy=multi_worker", f"--model_dir={tmp_path / 'run'}"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT))
+    try:
+        # One process failing leaves the other waiting for it: no longer than this.
+        outputs = [p.communicate(timeout=180)[0] for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+    for index, process in enumerate(processes):
+        assert process.returncode == 0, f"process {index}:\n{outputs[index][-3000:]}"
+        assert "DataParallel over 2 JAX processes: global batch 100, 50 per process" in (
+            outputs[index])
+    assert sorted(os.listdir(tmp_path / "run")) == [
+        ".lock", "accuracy_by_step.png", "backup", "confident_errors.png", "confusion_matrix.png",
+        "evaluation.json", "logs", "metrics.json", "model.keras"]  # process_1_temp is gone.
+    one = subprocess.run(command + [f"--model_dir={tmp_path / 'one'}"], capture_output=True,
+                         text=True, timeout=300, cwd=ROOT,
+                         env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert one.returncode == 0, one.stderr[-3000:]
+    evaluations = [json.loads((tmp_path / run / "metrics.json").read_text())["evaluations"]
+                   for run in ("run", "one")]
+    assert [e["step"] for e in evaluations[0]] == [e["step"] for e in evaluations[1]] == [2, 4]
+    for two, alone in zip(*evaluations):
+        assert two["accuracy"] == alone["accuracy"]
+        assert two["loss"] == pytest.approx(alone["loss"], abs=1e-5)
+
+
 @pytest.mark.keras2
 def test_multi_worker_where_fit_cannot_run_it_says_what_to_do(monkeypatch):
     assert compat.MULTI_WORKER_FIT == compat.LEGACY  # Keras 3's fit cannot, Keras 2's can.
     monkeypatch.setattr(compat, "MULTI_WORKER_FIT", False)
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["127.0.0.1:1"]},
                                                 "task": {"type": "worker", "index": 0}}))
-    with pytest.raises(errors.UserError, match="needs Keras 2.*TF_USE_LEGACY_KERAS=1"):
+    with pytest.raises(errors.UserError, match="needs Keras 2 or JAX.*TF_USE_LEGACY_KERAS=1"):
         distribute.make_strategy("multi_worker")
 
 
