@@ -2,7 +2,7 @@
 `python -m mnist_rnn.train` trains, on Keras 3's TensorFlow backend and on its JAX backend,
 served by its SavedModel) against a PyTorch nn.LSTM of the same shape.
 
-    python benchmarks/bench.py [--quick] [--json=PATH] [--rounds=3] [--steps=40]
+    python benchmarks/bench.py [--quick] [--json=PATH] [--rounds=3] [--steps=40] [--train_only]
 
 Contenders are interleaved (A B C A B C ...) and each number is the median of the rounds, so
 that a slow moment of the machine hits every contender alike. Without torch installed (the
@@ -129,6 +129,8 @@ def main():
     parser.add_argument("--data_dir", default=None, help="TFDS data dir for mnist_sample")
     parser.add_argument("--configs", default=None,
                         help="only these UNITSxTIMESTEPS, comma-separated (e.g. 100x28)")
+    parser.add_argument("--train_only", action="store_true",
+                        help="training rows only (serving takes minutes per configuration)")
     parser.add_argument("--train_one", help=argparse.SUPPRESS)  # keras_train_on's worker.
     args = parser.parse_args()
     if args.train_one:
@@ -166,7 +168,7 @@ def main():
             "dynamic": lambda: keras_train("dynamic", units, timesteps, steps, args.data_dir),
         }
         # Quick: the loop only. The unrolled program only up to 28 steps: at 196 its training
-        # step took XLA over 3 minutes and 6 GB to compile (benchmarks/README.md).
+        # step was still compiling after 5 minutes, at 6.5 GB (benchmarks/README.md).
         jax_rnns = ("dynamic",) if args.quick or timesteps > JAX_MAX_UNROLLED_STEPS else (
             "static", "dynamic")
         for rnn in jax_rnns if have_jax else ():
@@ -183,8 +185,8 @@ def main():
             rows.append(dict(contender=name, units=units, timesteps=timesteps,
                              features=784 // timesteps, task="train",
                              samples_per_s=statistics.median(values), rounds=values))
-        served = keras_serve(units, timesteps, args.quick)
-        if have_torch:
+        served = [] if args.train_only else keras_serve(units, timesteps, args.quick)
+        if have_torch and not args.train_only:
             served.append(torch_serve(units, timesteps, images[:1000], repeats,
                                       50 if args.quick else 500))
         for row in served:
@@ -222,6 +224,8 @@ def table(rows):
         lines.append(f"| {units}, {timesteps}x{784 // timesteps} | " + " | ".join(
             f"{c:,.0f}" if c else "-" for c in cells)
             + f" | {ratio(best_tf, cells[5])} | {ratio(best_jax, cells[5])} |")
+    if not any(r["task"] == "serve" for r in rows):
+        return "\n".join(lines)
     lines += ["", "Serving (SavedModel serving_default on raw images; PyTorch inference_mode):",
               "", "| units, timesteps x features | contender | batch 1000, samples/s | "
               "/ pytorch | batch 1 p50 ms | p99 ms | first call of a new batch size, s "

@@ -50,7 +50,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                       "Also write model.tflite (float32) and model_int8.tflite (int8 weights) "
                       "for TFLite / LiteRT, with built-in ops only; the dynamic LSTM's take one "
                       "image per call.", **fv)
-    flags.DEFINE_bool("jit_compile", d.jit_compile, "Compile the training step with XLA.", **fv)
+    flags.DEFINE_bool("jit_compile", d.jit_compile, "Compile the training step with XLA (always "
+                      "on with KERAS_BACKEND=jax).", **fv)
     flags.DEFINE_integer("steps_per_execution", d.steps_per_execution,
                          "Training steps per call into TensorFlow (fewer Python round trips); "
                          "lowered to its largest divisor that keeps every evaluation, backup "
@@ -59,8 +60,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                       "auto: MirroredStrategy over all GPUs when there are two or more, else "
                       "the default strategy. one_device: the first GPU, else the CPU. mirrored: "
                       "MirroredStrategy over all GPUs (or all CPUs). multi_worker: "
-                      "MultiWorkerMirroredStrategy from TF_CONFIG. --batch_size is the global "
-                      "batch.", **fv)
+                      "MultiWorkerMirroredStrategy from TF_CONFIG (Keras 2), or with "
+                      "KERAS_BACKEND=jax keras.distribution over the processes of the "
+                      "KERAS_DISTRIBUTION_* variables. --batch_size is the global batch.", **fv)
     flags.DEFINE_bool("variable_length", d.variable_length,
                       "Dynamic only: each image is a sequence without its blank leading and "
                       "trailing steps (its own length, like dynamic_rnn's sequence_length); "

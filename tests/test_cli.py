@@ -8,7 +8,8 @@ import pytest
 from absl import flags
 
 from helpers import ROOT, run_module, run_python
-from mnist_rnn import train, trainer
+from mnist_rnn import (checkpoint, cli, compat, distribute, errors, serving, tflite, train,
+                       trainer)
 
 
 def run_train(*args, timeout=300):
@@ -164,3 +165,29 @@ def test_tensorflow_start_up_lines_show_when_asked(tmp_path, tfds_dir):
                        f"--data_dir={tfds_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "cpu_feature_guard" in result.stderr
+
+
+def test_what_a_backend_cannot_do_is_one_line_naming_the_way(monkeypatch):
+    """KERAS_BACKEND: only tensorflow and jax, and JAX without Keras 2; on JAX, what needs
+    TensorFlow's graphs or tf.distribute, and several processes without their variables."""
+    for environ, match in [({"KERAS_BACKEND": "torch"}, "KERAS_BACKEND=torch is not supported"),
+                           ({"KERAS_BACKEND": "jax", "TF_USE_LEGACY_KERAS": "1"},
+                            "Keras 2 .* runs only on TensorFlow")]:
+        with pytest.raises(errors.UserError, match=match):
+            cli.check_backend(environ)
+    cli.check_backend({"KERAS_BACKEND": "jax"})  # Installed here: the jax extra.
+    state = {"flags": {}, "dataset": "mnist_sample", "backend": "jax"}
+    with pytest.raises(errors.UserError, match="KERAS_BACKEND=tensorflow .the run in progress "
+                                               "used jax"):
+        checkpoint.check_compatible(state, {}, "mnist_sample", "tensorflow")
+    monkeypatch.setattr(compat, "JAX", True)
+    for refused, match in [(tflite.check_backend, "tflite export needs the TensorFlow backend"),
+                           (lambda: distribute.make_strategy("mirrored"),
+                            "mirrored is a tf.distribute strategy"),
+                           (lambda: serving.uses_xla(None, "off"), "only compiled signatures")]:
+        with pytest.raises(errors.UserError, match=match):
+            refused()
+    for name in distribute.JAX_PROCESS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(errors.UserError, match="multi_worker on JAX needs KERAS_DISTRIBUTION_"):
+        distribute.make_strategy("multi_worker")

@@ -60,30 +60,39 @@ def free_port():
         return s.getsockname()[1]
 
 
+def train_together(args: list[str], envs: list[dict], timeout: float = 180) -> list[str]:
+    """Runs `python -m mnist_rnn.train args` once per environment, all at once; asserts each
+    exits 0 and returns their outputs. One that fails leaves the others waiting for it: the
+    timeout ends that."""
+    processes = [subprocess.Popen([sys.executable, "-m", "mnist_rnn.train", *args],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  env={**os.environ, **env}, cwd=ROOT) for env in envs]
+    try:
+        outputs = [p.communicate(timeout=timeout)[0] for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+    for index, process in enumerate(processes):
+        assert process.returncode == 0, f"process {index}:\n{outputs[index][-3000:]}"
+    return outputs
+
+
 def test_two_workers_on_loopback_train_and_only_the_chief_writes(tmp_path, sample, tfds_dir):
     """MultiWorkerMirroredStrategy with two worker processes on 127.0.0.1, under Keras 2
     (Keras 3's fit cannot run it yet)."""
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
     model_dir = tmp_path / "run"
-    workers = []
-    for index in range(2):
-        env = {**os.environ, "TF_USE_LEGACY_KERAS": "1",
-               "TF_CONFIG": json.dumps({"cluster": cluster,
-                                        "task": {"type": "worker", "index": index}})}
-        workers.append(subprocess.Popen(
-            [sys.executable, "-m", "mnist_rnn.train", "--distribution_strategy=multi_worker",
-             "--dataset=mnist_sample", f"--data_dir={tfds_dir}", f"--model_dir={model_dir}",
-             "--units=8", "--max_steps=4", "--eval_every_steps=2", "--noexport"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT))
-    try:
-        outputs = [w.communicate(timeout=300)[0] for w in workers]
-    finally:
-        for w in workers:
-            if w.poll() is None:
-                w.kill()
-    for index, worker in enumerate(workers):
-        assert worker.returncode == 0, f"worker {index}:\n{outputs[index][-3000:]}"
-        assert "MultiWorkerMirroredStrategy with 2 replica(s)" in outputs[index]
+    outputs = train_together(
+        ["--distribution_strategy=multi_worker", "--dataset=mnist_sample",
+         f"--data_dir={tfds_dir}", f"--model_dir={model_dir}", "--units=8", "--max_steps=4",
+         "--eval_every_steps=2", "--noexport"],
+        [{"TF_USE_LEGACY_KERAS": "1",
+          "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker",
+                                                                "index": index}})}
+         for index in range(2)], timeout=300)
+    for output in outputs:
+        assert "MultiWorkerMirroredStrategy with 2 replica(s)" in output
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert metrics["steps"] == 4
     assert sorted(os.listdir(model_dir)) == [
@@ -102,35 +111,20 @@ def test_two_jax_processes_on_loopback_train_as_one_and_only_the_chief_writes(tm
                                                                               tfds_dir):
     """keras.distribution's data parallelism over two JAX processes on 127.0.0.1, each given
     half of every global batch: the same evaluations as one process given all of it."""
-    command = [sys.executable, "-m", "mnist_rnn.train", "--dataset=mnist_sample",
-               f"--data_dir={tfds_dir}", "--units=8", "--max_steps=4", "--eval_every_steps=2",
-               "--noexport"]
+    args = ["--dataset=mnist_sample", f"--data_dir={tfds_dir}", "--units=8", "--max_steps=4",
+            "--eval_every_steps=2", "--noexport"]
     address = f"127.0.0.1:{free_port()}"
-    processes = []
-    for index in range(2):
-        env = {**os.environ, "KERAS_BACKEND": "jax", "KERAS_DISTRIBUTION_JOB_ADDRESSES": address,
-               "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}
-        processes.append(subprocess.Popen(
-            command + ["--distribution_strategy=multi_worker", f"--model_dir={tmp_path / 'run'}"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT))
-    try:
-        # One process failing leaves the other waiting for it: no longer than this.
-        outputs = [p.communicate(timeout=180)[0] for p in processes]
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
-    for index, process in enumerate(processes):
-        assert process.returncode == 0, f"process {index}:\n{outputs[index][-3000:]}"
-        assert "DataParallel over 2 JAX processes: global batch 100, 50 per process" in (
-            outputs[index])
+    outputs = train_together(
+        args + ["--distribution_strategy=multi_worker", f"--model_dir={tmp_path / 'run'}"],
+        [{"KERAS_BACKEND": "jax", "KERAS_DISTRIBUTION_JOB_ADDRESSES": address,
+          "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}
+         for index in range(2)])
+    for output in outputs:
+        assert "DataParallel over 2 JAX processes: global batch 100, 50 per process" in output
     assert sorted(os.listdir(tmp_path / "run")) == [
         ".lock", "accuracy_by_step.png", "backup", "confident_errors.png", "confusion_matrix.png",
         "evaluation.json", "logs", "metrics.json", "model.keras"]  # process_1_temp is gone.
-    one = subprocess.run(command + [f"--model_dir={tmp_path / 'one'}"], capture_output=True,
-                         text=True, timeout=300, cwd=ROOT,
-                         env={**os.environ, "KERAS_BACKEND": "jax"})
-    assert one.returncode == 0, one.stderr[-3000:]
+    train_together(args + [f"--model_dir={tmp_path / 'one'}"], [{"KERAS_BACKEND": "jax"}])
     evaluations = [json.loads((tmp_path / run / "metrics.json").read_text())["evaluations"]
                    for run in ("run", "one")]
     assert [e["step"] for e in evaluations[0]] == [e["step"] for e in evaluations[1]] == [2, 4]
