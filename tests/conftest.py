@@ -1,3 +1,4 @@
+import fcntl
 import os
 
 USER_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
@@ -26,16 +27,28 @@ def sample(tfds_dir):
 
 
 @pytest.fixture(scope="session", params=["dynamic"] if compat.JAX else ["static", "dynamic"])
-def trained(request, tmp_path_factory, tfds_dir):
-    """(config, model, metrics) of one short training run per variant, shared by tests. On
-    TensorFlow, the static one exports the plain SavedModel: compiled, its unrolled graph takes
-    2-3 s per batch size in every process that serves it (its compiled path is checked on 7
-    steps). On JAX, every export is compiled, there is no .tflite, and the dynamic variant
-    only: the static one's training step compiles for 20 s (its export is checked untrained,
-    in test_serving)."""
+def trained(request, tmp_path_factory, tfds_dir, worker_id):
+    """(config, model, metrics) of one short training run per variant, shared by tests and by
+    xdist's workers. On TensorFlow, the static one exports the plain SavedModel: compiled, its
+    unrolled graph takes 2-3 s per batch size in every process that serves it (its compiled
+    path is checked on 7 steps). On JAX, every export is compiled, there is no .tflite, and
+    the dynamic variant only: the static one's training step compiles for 20 s (its export is
+    checked untrained, in test_serving)."""
     plain = request.param == "static" and not compat.JAX
-    config = tiny_config(tmp_path_factory.mktemp(request.param), tfds_dir, rnn=request.param,
-                         tensorboard=True, export_tflite=not compat.JAX,
+    config = tiny_config(shared_dir(tmp_path_factory, worker_id) / request.param, tfds_dir,
+                         rnn=request.param, tensorboard=True, export_tflite=not compat.JAX,
                          saved_model_xla="off" if plain else "auto")
-    model, metrics = trainer.train_and_evaluate(config)
+    # The first worker trains; the others wait, and get the finished run as a rerun of the
+    # same command does (model.keras and metrics.json, read back).
+    os.makedirs(config.model_dir, exist_ok=True)
+    with open(os.path.join(os.path.dirname(config.model_dir), ".trained.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        model, metrics = trainer.train_and_evaluate(config)
     return config, model, metrics
+
+
+def shared_dir(tmp_path_factory, worker_id: str):
+    """A directory of this test session that every xdist worker sees (each has a base
+    directory of its own below the session's)."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
