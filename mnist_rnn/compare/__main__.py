@@ -70,8 +70,11 @@ def main(argv):
         backends=backends)
     print()
     print(runner.markdown(report))
-    print(f"Wrote compare.json, compare.md, compare.png and {runner.TENSORBOARD_DIR}/ to "
-          f"{FLAGS.output_dir}; see the graphs with: tensorboard --logdir {FLAGS.output_dir}")
+    if "tensorflow" in backends:  # TensorBoard draws TensorFlow's graphs only.
+        print(f"Wrote compare.json, compare.md, compare.png and {runner.TENSORBOARD_DIR}/ to "
+              f"{FLAGS.output_dir}; see the graphs with: tensorboard --logdir {FLAGS.output_dir}")
+    else:
+        print(f"Wrote compare.json, compare.md and compare.png to {FLAGS.output_dir}")
 
 
 if __name__ == "__main__":

@@ -196,13 +196,16 @@ def markdown(report):
         if row["status"] == "compile_timeout":
             cells[2] = f"> {config['compile_timeout_s']}"
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines + ["", *tflite_markdown(report)]) + "\n"
+    tflite = tflite_markdown(report)
+    return "\n".join(lines + (["", *tflite] if tflite else [])) + "\n"
 
 
 def tflite_markdown(report):
     """The TFLite table: each model converted with built-in ops only, in the interpreter."""
     rows = [r for r in report["rows"] if r["status"] == "ok"
             and r.get("backend", "tensorflow") == "tensorflow"]  # TFLite reads TF graphs.
+    if not rows:
+        return []
     runtime = next((r["tflite_runtime"] for r in rows if r.get("tflite_runtime")), "-")
     lines = [
         f"TFLite (float32 and dynamic-range int8) in {runtime}, one image per call on one "
