@@ -292,8 +292,9 @@ class TensorBoardLog(StepCallback):
                 if name in logs:
                     tf.summary.scalar(name, float(logs[name]))
             self.sync_model()
-            rate = self.model.optimizer.learning_rate  # A variable of the backend, or a float.
-            tf.summary.scalar("learning_rate", float(getattr(rate, "numpy", lambda: rate)()))
+            learning_rate = self.model.optimizer.learning_rate  # A backend's variable, or float.
+            tf.summary.scalar("learning_rate", float(
+                learning_rate.numpy() if hasattr(learning_rate, "numpy") else learning_rate))
             rate = self.samples_per_s()
             if rate:
                 tf.summary.scalar("steady_samples_per_s", rate)

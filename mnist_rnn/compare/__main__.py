@@ -12,8 +12,8 @@ import importlib.util
 from absl import flags
 
 from mnist_rnn import cli
-from mnist_rnn.errors import UserError
 from mnist_rnn.config import TrainConfig, valid_timesteps
+from mnist_rnn.errors import UserError
 
 FLAGS = flags.FLAGS
 
