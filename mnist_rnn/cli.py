@@ -88,7 +88,7 @@ def run(main: Callable[[list[str]], int | None],
 def check_backend(environ=os.environ) -> None:
     """Refuses a Keras backend this project does not run on, before Keras loads it."""
     backend = environ.get("KERAS_BACKEND", "") or "tensorflow"
-    legacy = environ.get("TF_USE_LEGACY_KERAS", "").lower() in ("1", "true", "yes")
+    legacy = config.legacy_keras_requested(environ)
     if backend not in ("tensorflow", "jax"):
         raise errors.UserError(f"KERAS_BACKEND={backend} is not supported: use tensorflow "
                                "(the default) or jax")

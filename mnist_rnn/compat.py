@@ -6,7 +6,9 @@ import contextlib
 import io
 import os
 
-LEGACY = os.environ.get("TF_USE_LEGACY_KERAS", "").lower() in ("1", "true", "yes")
+from mnist_rnn.config import legacy_keras_requested
+
+LEGACY = legacy_keras_requested(os.environ)
 
 if LEGACY:
     import tf_keras as keras  # noqa: F401  Keras 2, as tf.keras gives it under this variable.

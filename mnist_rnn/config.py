@@ -16,6 +16,11 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 SAVED_MODEL_XLA = ("auto", "on", "off")
 
 
+def legacy_keras_requested(environ) -> bool:
+    """Whether `environ` asks for Keras 2 (TF_USE_LEGACY_KERAS, as tf.keras reads it)."""
+    return environ.get("TF_USE_LEGACY_KERAS", "").lower() in ("1", "true", "yes")
+
+
 def valid_timesteps() -> list[int]:
     """Every sequence length that splits a 784-pixel image into equal steps."""
     return [t for t in range(1, PIXELS + 1) if PIXELS % t == 0]

@@ -286,6 +286,7 @@ def _jax_function(model: keras.Model) -> Callable:
     import jax
 
     variables = model.variables
+    several_processes = jax.process_count() > 1  # Fixed once the processes have joined.
 
     def decorate(fn):
         @jax.jit
@@ -295,7 +296,7 @@ def _jax_function(model: keras.Model) -> Callable:
 
         def run(x):
             values = [v.value for v in variables]
-            if jax.process_count() > 1:  # Arrays over every process: compute on this one's.
+            if several_processes:  # Arrays over every process: compute on this one's.
                 values = [np.asarray(value) for value in values]
             return stateless(values, x)
 
