@@ -7,6 +7,7 @@ from the step it started at, so a resumed run goes on counting where it stopped.
 
 import contextlib
 import dataclasses
+import errno
 import glob
 import math
 import os
@@ -18,7 +19,7 @@ from typing import Callable, TextIO
 
 import tensorflow as tf
 
-from mnist_rnn import checkpoint, compat, distribute, files, graphs
+from mnist_rnn import compat, files, graphs
 from mnist_rnn.compat import keras
 from mnist_rnn.errors import NumericalError
 
@@ -222,15 +223,14 @@ class StopOnSignal(StepCallback):
 
 
 class Backup(StepCallback):
-    """Backs up to `directory` every `every_steps` steps (0: never mid-epoch) and at each epoch
-    end, with the state `state()` returns at that moment."""
+    """Backs up every `every_steps` steps (0: never mid-epoch) and at each epoch end, by
+    calling `save(model)`."""
 
-    def __init__(self, directory: str, every_steps: int, state: Callable[[], dict],
+    def __init__(self, every_steps: int, save: Callable[[keras.Model], None],
                  start_step: int = 0):
         super().__init__(start_step)
-        self.directory = directory
         self.every_steps = every_steps
-        self.state = state
+        self._save = save
         self._saved_step = None
 
     def on_steps_end(self, logs):
@@ -243,69 +243,76 @@ class Backup(StepCallback):
     def save(self) -> None:
         if self.step != self._saved_step:
             self.sync_model()
-            files.write_or_fail(checkpoint.save, self.model, self.directory, self.state())
+            self._save(self.model)
             self._saved_step = self.step
 
 
 class TensorBoardLog(StepCallback):
-    """Writes a run's curves to `logdir` for `tensorboard --logdir`, at the run's step numbers:
-    after every call into TensorFlow, the training loss and accuracy, the learning rate and the
-    steady samples/s (logdir/train, with the training-step graph); at each evaluation, test
-    accuracy and loss (logdir/test). A resumed run first drops what its killed predecessor
-    wrote after the backup it resumes from, so that no step is drawn twice.
+    """A run's curves for `tensorboard --logdir`, at the run's step numbers: after every call
+    into TensorFlow, the training loss and accuracy, the learning rate and the steady
+    samples/s (logdir/train, with the training-step graph); at each evaluation, test accuracy
+    and loss (logdir/test).
 
-    `evaluations()` gives the run's evaluations so far; `samples_per_s()` its steady speed.
-    Call `finish()` once the run's last evaluation is done."""
+    The training loop only notes the values; `write()` writes them, and is called before each
+    backup and by `finish()` at the end. So the loop never waits for a file, and a killed run
+    loses nothing written before its last backup. A resumed run first drops what its killed
+    predecessor wrote after the backup it resumes from, so that no step is drawn twice.
+
+    `evaluations()` gives the run's evaluations so far; `samples_per_s()` its steady speed;
+    `learning_rate(step)` the rate at a step. `graph`: also draw the training step."""
 
     def __init__(self, logdir: str, evaluations: Callable[[], list[Evaluation]],
-                 samples_per_s: Callable[[], float | None], start_step: int = 0):
+                 samples_per_s: Callable[[], float | None],
+                 learning_rate: Callable[[int], float], start_step: int = 0,
+                 graph: bool = True):
         super().__init__(start_step)
         self.logdir = logdir
         self.evaluations = evaluations
         self.samples_per_s = samples_per_s
+        self.learning_rate = learning_rate
+        self._start_step = start_step
         self._writers = {}
-        self._evaluations_written = 0
-        self._graph_written = False
+        self._pending: list[tuple[int, dict[str, float]]] = []
+        self._evaluations_written = None
+        self._graph_pending = graph
 
     def _open(self) -> None:
         if self._writers:
             return
         for name in ("train", "test"):
             directory = os.path.join(self.logdir, name)
-            _drop_steps_after(directory, self.step)
+            _drop_steps_after(directory, self._start_step)
             self._writers[name] = tf.summary.create_file_writer(directory)
-        self._evaluations_written = len(self.evaluations())  # Written by earlier sessions.
-
-    def on_train_begin(self, logs=None):
-        self._open()
+        # Those of earlier sessions are written.
+        self._evaluations_written = sum(e.step <= self._start_step for e in self.evaluations())
 
     def on_steps_end(self, logs):
-        if not self._graph_written:  # Once the optimizer is built, tracing creates nothing.
-            # Under a tf.distribute strategy, the optimizer updates only inside a replica
-            # (Keras 2) and mirrored variables are read only there: no graph then. On JAX
-            # there is no TensorFlow graph at all.
-            if not compat.JAX and distribute.is_default(self.model.distribute_strategy):
-                graphs.write_tensorboard_graph(self.model, os.path.join(self.logdir, "train"))
-            self._graph_written = True
-        with self._writers["train"].as_default(step=self.step):
-            for name in ("loss", "accuracy"):
-                if name in logs:
-                    tf.summary.scalar(name, float(logs[name]))
-            self.sync_model()
-            learning_rate = self.model.optimizer.learning_rate  # A backend's variable, or float.
-            tf.summary.scalar("learning_rate", float(
-                learning_rate.numpy() if hasattr(learning_rate, "numpy") else learning_rate))
-            rate = self.samples_per_s()
-            if rate:
-                tf.summary.scalar("steady_samples_per_s", rate)
-        self._write_evaluations()
+        values = {name: float(logs[name]) for name in ("loss", "accuracy") if name in logs}
+        values["learning_rate"] = self.learning_rate(self.step)
+        rate = self.samples_per_s()
+        if rate:
+            values["steady_samples_per_s"] = rate
+        self._pending.append((self.step, values))
 
-    def on_epoch_end(self, epoch, logs=None):
-        self._write_evaluations()
+    def write(self) -> None:
+        """Writes what was noted since the last write, and flushes both files; a file that
+        cannot be written is an OSError naming the log directory."""
+        try:
+            self._write()
+        except tf.errors.OpError as e:  # TensorFlow's file errors are not OSErrors.
+            raise as_os_error(e, self.logdir) from None
 
-    def _write_evaluations(self) -> None:
-        """Writes the evaluations not written yet, then flushes both files, so that a killed
-        run loses none of its curves before its last backup."""
+    def _write(self) -> None:
+        self._open()
+        if self._graph_pending and self.model is not None and self._pending:
+            # Once the optimizer is built (after a step), tracing creates nothing.
+            graphs.write_tensorboard_graph(self.model, os.path.join(self.logdir, "train"))
+            self._graph_pending = False
+        for step, values in self._pending:
+            with self._writers["train"].as_default(step=step):
+                for tag, value in values.items():
+                    tf.summary.scalar(tag, value)
+        self._pending = []
         evaluations = self.evaluations()
         for evaluation in evaluations[self._evaluations_written:]:
             with self._writers["test"].as_default(step=evaluation.step):
@@ -316,11 +323,16 @@ class TensorBoardLog(StepCallback):
             writer.flush()
 
     def finish(self) -> None:
-        """Writes the evaluations not yet written and closes the files."""
-        self._open()
-        self._write_evaluations()
+        """Writes what is not written yet and closes the files."""
+        self.write()
         for writer in self._writers.values():
             writer.close()
+
+
+def as_os_error(error: "tf.errors.OpError", path: str) -> OSError:
+    """TensorFlow's error writing `path` as the OSError a file write would have raised."""
+    code = errno.ENOSPC if "No space left" in error.message else errno.EIO
+    return OSError(code, os.strerror(code), path)
 
 
 def _drop_steps_after(directory: str, step: int) -> None:

@@ -10,6 +10,7 @@ import atexit
 import importlib.util
 import os
 import re
+import signal
 import sys
 from typing import Callable
 
@@ -53,36 +54,61 @@ def define_saved_model_xla_flag(flag_values: flags.FlagValues = FLAGS) -> None:
 
 
 def run(main: Callable[[list[str]], int | None],
-        define_flags: Callable[[flags.FlagValues], None], takes_args: bool = False) -> None:
+        define_flags: Callable[[flags.FlagValues], None], takes_args: bool = False,
+        before_tensorflow: Callable[[], None] | None = None) -> None:
     """Defines the command's flags and runs `main` under absl: user errors become one line
-    `error: ...` with exit status 1 (a traceback only with --verbosity=1 or more).
-    takes_args: main accepts positional arguments (else they are refused)."""
+    `error: ...` with exit status 1 (a traceback only with --verbosity=1 or more); SIGINT and
+    SIGTERM, one line and 130 or 143. takes_args: main accepts positional arguments (else
+    they are refused). before_tensorflow: the command's own checks that need no TensorFlow,
+    run before it loads."""
     define_flags(FLAGS)
 
     def wrapped(argv):
-        if len(argv) > 1 and not takes_args:
-            sys.exit(f"error: unexpected arguments {argv[1:]}: flags look like --name=value")
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, _stop)
         verbose = FLAGS["verbosity"].present and FLAGS.verbosity >= 1
-        if not FLAGS["verbosity"].present:
-            # TensorFlow logs every save at INFO; show warnings unless --verbosity asks more.
-            logging.set_verbosity(logging.WARNING)
-        if not verbose and "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
-            load_tensorflow_quietly()
         try:
+            if len(argv) > 1 and not takes_args:
+                sys.exit(f"error: unexpected arguments {argv[1:]}: flags look like "
+                         "--name=value")
+            if not FLAGS["verbosity"].present:
+                # TensorFlow logs every save at INFO; show warnings unless --verbosity asks.
+                logging.set_verbosity(logging.WARNING)
             check_backend()
+            if before_tensorflow:
+                before_tensorflow()
+            if not verbose and "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+                load_tensorflow_quietly()
             status = main(argv)
         except errors.Interrupted as e:
-            print(e.as_flags(), file=sys.stderr)
+            print(errors.one_line(e.as_flags()), file=sys.stderr)
             status = e.exit_status
         except errors.UserError as e:
             if verbose:
                 raise
-            status = f"error: {e.as_flags()}"
+            status = f"error: {errors.one_line(e.as_flags())}"
         except SystemExit as e:  # A command's own sys.exit("error: ...").
             status = e.code
+        except Stopped as e:
+            print(f"stopped on {signal.Signals(e.signal_number).name}; the files written so "
+                  "far are kept: run the same command again to finish", file=sys.stderr)
+            status = 128 + e.signal_number
         exit_now(status)
 
     app.run(wrapped, flags_parser=_parse_flags)
+
+
+class Stopped(BaseException):
+    """SIGINT or SIGTERM outside training (which stops at a step of its own): like
+    KeyboardInterrupt, past the `except Exception` of code that must not swallow it."""
+
+    def __init__(self, signal_number: int):
+        super().__init__(signal_number)
+        self.signal_number = signal_number
+
+
+def _stop(number, frame):
+    raise Stopped(number)
 
 
 def check_backend(environ=os.environ) -> None:
@@ -97,6 +123,10 @@ def check_backend(environ=os.environ) -> None:
                                "unset KERAS_BACKEND=jax or TF_USE_LEGACY_KERAS")
     if backend == "jax" and importlib.util.find_spec("jax") is None:
         raise errors.UserError("KERAS_BACKEND=jax needs JAX: pip install 'mnist_rnn[jax]'")
+    if legacy and importlib.util.find_spec("tf_keras") is None:
+        raise errors.UserError("TF_USE_LEGACY_KERAS=1 asks for Keras 2, which is not "
+                               "installed: pip install 'mnist_rnn[keras2]', or unset "
+                               "TF_USE_LEGACY_KERAS for Keras 3")
 
 
 def exit_now(status: int | str | None) -> None:

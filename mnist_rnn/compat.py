@@ -19,6 +19,18 @@ else:
 BACKEND = "tensorflow" if LEGACY else keras.backend.backend()
 JAX = BACKEND == "jax"
 
+# Capabilities. TensorFlow graphs: what the TensorBoard graph, TFLite and tf.distribute read.
+HAS_TF_GRAPHS = not JAX
+
+# Which Keras on which backend: each computes its own numbers and writes its own files, so a
+# backup records it, and each has the environment that asks for it.
+RUNTIMES = {
+    "Keras 3 on TensorFlow": "unset TF_USE_LEGACY_KERAS and KERAS_BACKEND",
+    "Keras 3 on JAX": "set KERAS_BACKEND=jax",
+    "Keras 2 on TensorFlow": "set TF_USE_LEGACY_KERAS=1",
+}
+RUNTIME = f"Keras {2 if LEGACY else 3} on {'JAX' if JAX else 'TensorFlow'}"
+
 # Keras 3's fit cannot consume MultiWorkerMirroredStrategy's per-replica batches
 # (keras-team/keras#20585, open since TF 2.16); Keras 2's can.
 MULTI_WORKER_FIT = LEGACY

@@ -58,10 +58,14 @@ class TrainConfig:
     # Keras fit's display: 1 a progress bar, 2 a line per epoch, 0 none. How a run looks, not
     # what it computes: the command line always shows the progress bar.
     verbose: int = 1
+    # A smoke test: 2 steps of 1 epoch. A later real run in the same model_dir replaces it.
+    dry_run: bool = False
 
     def __post_init__(self):
         if self.model_dir is None:
             self.model_dir = f"runs/{self.rnn}"
+        if self.dry_run:
+            self.max_steps, self.epochs = 2, 1
 
 
 # Settings that may change between a run and its resumption: where files go, what is shown, and

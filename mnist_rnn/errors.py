@@ -20,6 +20,12 @@ def setting(name: str, value: object = None) -> str:
     return f"{_OPEN}{name}{_EQUALS}{value}{_CLOSE}"
 
 
+def one_line(text: str) -> str:
+    """`text` with its control characters escaped (a path may hold a newline), so that one
+    message stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _as_argument(match: re.Match) -> str:
     name, value = match.groups()
     return name if value is None else f"{name}={value}"

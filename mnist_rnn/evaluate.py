@@ -21,7 +21,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 
 def main(argv):
     del argv
-    from mnist_rnn import data, report, serving  # TensorFlow loads once the flags are valid.
+    # TensorFlow loads once the flags are valid.
+    from mnist_rnn import data, files, report, serving
 
     predictor = serving.load(FLAGS.model)
     name = data.resolve_dataset(FLAGS.dataset, FLAGS.data_dir)
@@ -32,7 +33,7 @@ def main(argv):
         datasets.test)
     print(report.format_report(evaluation))
     if FLAGS.output_dir:
-        report.write_report(evaluation, error_images, FLAGS.output_dir)
+        files.write_or_fail(report.write_report, evaluation, error_images, FLAGS.output_dir)
         print(f"Wrote the report to {FLAGS.output_dir}")
 
 

@@ -9,6 +9,7 @@ import re
 import shutil
 import sys
 import tempfile
+from typing import Callable
 
 from mnist_rnn.errors import OutputError, UserError, setting
 
@@ -22,15 +23,47 @@ def _tmp_path(path, suffix=""):
     return os.path.join(directory, f".{name}{TMP_MARK}{os.getpid()}{suffix}")
 
 
+_together: list[tuple[str, str]] | None = None  # (temporary, target) of all_or_nothing.
+
+
 def write_via_tmp(path, write, suffix=""):
-    """Calls write(tmp) for a temporary path beside `path`, then renames it into place."""
+    """Calls write(tmp) for a temporary path beside `path`, then renames it into place (at the
+    end of the enclosing `all_or_nothing` block, if any)."""
     tmp = _tmp_path(path, suffix)
     try:
         write(tmp)
-        os.replace(tmp, path)
+        if _together is not None:
+            _together.append((tmp, path))
+            tmp = None
+        else:
+            os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def all_or_nothing():
+    """Files that belong together: each write_via_tmp in the block keeps its temporary, and
+    they are all renamed into place once the block has written them all; if it fails, none
+    is (their temporaries go), and every earlier file stays."""
+    global _together
+    outer, mine = _together, []
+    _together = mine
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in mine:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        raise
+    finally:
+        _together = outer
+    if outer is not None:
+        outer.extend(mine)
+    else:
+        for tmp, path in mine:
+            os.replace(tmp, path)
 
 
 def write_json(path, obj):
@@ -90,20 +123,29 @@ def replace_dir(write, path):
     return written
 
 
-def remove_stale_tmp(directory):
-    """Deletes temporaries left by a write that was killed (any process id)."""
+# A temporary's name: "." + the target's name + TMP_MARK + the writer's process id + one of
+# the suffixes that the writes here give it.
+_TMP_NAME = re.compile(rf"\.(?P<target>.+){re.escape(TMP_MARK)}\d+(?P<suffix>|\.keras|\.png|"
+                       r"\.tflite|\.old)")
+
+
+def remove_stale_tmp(directory: str, ours: Callable[[str], bool]) -> None:
+    """Deletes the temporaries that a killed write left in `directory`, for the targets whose
+    names `ours` accepts only: a user's file that merely looks like a temporary stays."""
     if not os.path.isdir(directory):
         return
     for name in os.listdir(directory):
-        if name.startswith(".") and TMP_MARK in name:
-            target = os.path.join(directory, name)
-            original = os.path.join(directory, name[1 : name.index(TMP_MARK)])
-            if name.endswith(".old") and not os.path.exists(original):
-                os.replace(target, original)  # Killed between the two renames of replace_dir.
-            elif os.path.isdir(target):
-                shutil.rmtree(target, ignore_errors=True)
-            else:
-                os.remove(target)
+        match = _TMP_NAME.fullmatch(name)
+        if not match or not ours(match["target"]):
+            continue
+        target = os.path.join(directory, name)
+        original = os.path.join(directory, match["target"])
+        if match["suffix"] == ".old" and not os.path.lexists(original):
+            os.replace(target, original)  # Killed between the two renames of replace_dir.
+        elif os.path.isdir(target) and not os.path.islink(target):
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            os.remove(target)
 
 
 def ensure_writable_dir(path, setting_name: str = "model_dir") -> None:
@@ -126,18 +168,29 @@ def write_or_fail(write, *args):
         return write(*args)
     except OSError as e:
         raise OutputError(
-            f"cannot write to {getattr(e, 'filename', None) or args[-1]}: "
+            f"cannot write to {getattr(e, 'filename', None) or (args[-1] if args else '?')}: "
             f"{e.strerror or e}; the previous files are kept"
         ) from None
 
 
-@contextlib.contextmanager
-def exclusive(directory: str, setting_name: str = "model_dir"):
-    """Holds an exclusive lock on `directory` (its .lock file) for the block. Another process
-    holding it stops this one with one line naming that process. The OS releases the lock
-    when its process ends, however it ends, so a killed run never leaves a stale one."""
+def _open_lock(directory: str, setting_name: str, create: bool) -> int | None:
+    """A descriptor of `directory`'s lock file (None when it does not exist and not
+    `create`); a lock file that cannot be one is an OutputError naming it."""
     path = os.path.join(directory, LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        return os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+    except FileNotFoundError:
+        if create:
+            raise
+        return None
+    except OSError as e:
+        raise OutputError(f"cannot lock {setting(setting_name, directory)}: {path}: "
+                          f"{e.strerror or e}; remove it, or use another "
+                          f"{setting(setting_name)}") from None
+
+
+def _lock(fd: int, directory: str, setting_name: str) -> None:
+    """Takes the lock on `fd`, or raises UserError naming the process that holds it."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -146,6 +199,26 @@ def exclusive(directory: str, setting_name: str = "model_dir"):
         raise UserError(
             f"{setting(setting_name, directory)} is in use by another run (process {holder}): "
             f"wait for it to end, or use another {setting(setting_name)}") from None
+
+
+def check_not_busy(directory: str, setting_name: str = "model_dir") -> None:
+    """Refuses at once a `directory` that another run holds (see `exclusive`), creating
+    nothing: a cheap check before the slow start, which `exclusive` makes sure of later."""
+    if not os.path.isdir(directory):
+        return
+    fd = _open_lock(directory, setting_name, create=False)
+    if fd is not None:
+        _lock(fd, directory, setting_name)
+        os.close(fd)  # Releases it.
+
+
+@contextlib.contextmanager
+def exclusive(directory: str, setting_name: str = "model_dir"):
+    """Holds an exclusive lock on `directory` (its .lock file) for the block. Another process
+    holding it stops this one with one line naming that process. The OS releases the lock
+    when its process ends, however it ends, so a killed run never leaves a stale one."""
+    fd = _open_lock(directory, setting_name, create=True)
+    _lock(fd, directory, setting_name)
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

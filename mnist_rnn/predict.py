@@ -18,6 +18,7 @@ from absl import flags
 from mnist_rnn import cli
 
 FLAGS = flags.FLAGS
+CHUNK = 64  # Images read and answered together.
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
@@ -45,27 +46,31 @@ def main(argv):
 
     if FLAGS.per_step and FLAGS.output_dir:
         files.ensure_writable_dir(FLAGS.output_dir, "output_dir")
+    used = set()  # Chart paths written.
     predictor = serving.load(FLAGS.model, eager=True)  # One call: tracing would cost more.
-    results, digits = serving.read_digits(paths, FLAGS.invert)
-    serving.answer(predictor, results, digits, FLAGS.top_k, FLAGS.per_step)
-    if FLAGS.per_step:
-        _write_charts(results, digits, FLAGS.output_dir)
+    results = []
+    for start in range(0, len(paths), CHUNK):  # Answers show as they come.
+        chunk, digits = serving.read_digits(paths[start:start + CHUNK], FLAGS.invert)
+        serving.answer(predictor, chunk, digits, FLAGS.top_k, FLAGS.per_step)
+        if FLAGS.per_step:
+            _write_charts(chunk, digits, FLAGS.output_dir, used)
+        for result in chunk:
+            if "error" in result:
+                print(serving.format_result(result), file=sys.stderr, flush=True)
+            elif not FLAGS.json:
+                print(serving.format_result(result), flush=True)
+        results += chunk
     if FLAGS.json:
         print(json.dumps(results, indent=2))
-    for result in results:
-        if "error" in result:
-            print(serving.format_result(result), file=sys.stderr)
-        elif not FLAGS.json:
-            print(serving.format_result(result))
     return 1 if any("error" in r for r in results) else 0
 
 
-def _write_charts(results: list[dict], digits: dict, output_dir: str | None) -> None:
-    """IMAGE.steps.png for each digit read; a chart that cannot be written is that image's
-    error line."""
+def _write_charts(results: list[dict], digits: dict, output_dir: str | None,
+                  used: set[str]) -> None:
+    """IMAGE.steps.png for each digit read, each under a name not `used` yet (which it then
+    adds); a chart that cannot be written is that image's error line."""
     from mnist_rnn import reading
 
-    used = set()
     for i, digit in digits.items():
         result = results[i]
         stem = os.path.splitext(result["file"])[0]

@@ -146,14 +146,16 @@ def format_reading(summary: dict) -> str:
 
 def write_report(report: dict, error_images: np.ndarray, output_dir: str,
                  setting_name: str = "output_dir") -> None:
-    """evaluation.json and the PNGs, each written crash-safe into `output_dir`."""
+    """evaluation.json and the PNGs into `output_dir`, all or none of them."""
     files.ensure_writable_dir(output_dir, setting_name)
-    files.write_json(os.path.join(output_dir, REPORT_FILE), report)
-    _confusion_chart(report, os.path.join(output_dir, CONFUSION_PNG))
-    _errors_chart(report["confident_errors"], error_images, os.path.join(output_dir, ERRORS_PNG))
-    if report["reading"]:
-        reading.write_accuracy_chart(report["reading"],
-                                     os.path.join(output_dir, reading.ACCURACY_PNG))
+    with files.all_or_nothing():
+        files.write_json(os.path.join(output_dir, REPORT_FILE), report)
+        _confusion_chart(report, os.path.join(output_dir, CONFUSION_PNG))
+        _errors_chart(report["confident_errors"], error_images,
+                      os.path.join(output_dir, ERRORS_PNG))
+        if report["reading"]:
+            reading.write_accuracy_chart(report["reading"],
+                                         os.path.join(output_dir, reading.ACCURACY_PNG))
 
 
 def _confusion_chart(report: dict, path: str) -> None:

@@ -24,6 +24,7 @@ A `.tflite` (see tflite.py) reads as serving_default, without the per-step answe
 import functools
 import json
 import os
+import stat
 import zipfile
 from typing import Callable
 
@@ -34,7 +35,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 from mnist_rnn import compat, images, reading, tflite
 from mnist_rnn.compat import keras
 from mnist_rnn.config import PIXELS, SAVED_MODEL_XLA, SIDE
-from mnist_rnn.errors import ImageError, ModelLoadError, UserError
+from mnist_rnn.errors import ImageError, ModelLoadError, UserError, one_line
 from mnist_rnn.model import (  # Also registers the custom layer.
     is_variable_length, model_timesteps, step_logits_fn)
 from mnist_rnn.sequences import to_images, to_sequences
@@ -355,7 +356,7 @@ def load(path: str, eager: bool = False) -> Predictor:
         if not os.path.isfile(os.path.join(path, "saved_model.pb")):
             raise ModelLoadError(f"{path}: not a SavedModel directory (no saved_model.pb)")
         return from_saved_model(_loading(path, tf.saved_model.load), path)
-    return from_keras_model(_loading(path, keras.models.load_model), path, eager)
+    return from_keras_model(_loading(path, _load_keras), path, eager)
 
 
 def load_keras_model(path: str) -> keras.Model:
@@ -364,15 +365,31 @@ def load_keras_model(path: str) -> keras.Model:
     if os.path.isdir(path) or not path.endswith(".keras"):
         raise ModelLoadError(f"{path}: not a .keras file; pass the model.keras that python -m "
                              "mnist_rnn.train writes")
-    return _loading(path, keras.models.load_model)
+    return _loading(path, _load_keras)
+
+
+def _load_keras(path: str) -> keras.Model:
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found" of a file that is.
+        raise ValueError("not a zip archive, which a .keras file is")
+    return keras.models.load_model(path)
 
 
 def _check_exists(path: str) -> None:
-    if not os.path.exists(path):
+    """Refuses a missing path, and one that is neither a file nor a directory (a device, a
+    FIFO, a socket), which is never read: /dev/zero would be read until memory runs out."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
         raise ModelLoadError(
             f"model not found: {path}; pass a model.keras file, a saved_model/ directory or a "
             ".tflite file written by python -m mnist_rnn.train"
-        )
+        ) from None
+    except OSError as e:
+        raise ModelLoadError(f"cannot load model {path}: {e.strerror or e}") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ModelLoadError(
+            f"cannot load model {path}: not a regular file or directory; pass a model.keras "
+            "file, a saved_model/ directory or a .tflite file")
 
 
 def _loading(path: str, load_fn: Callable):
@@ -455,6 +472,11 @@ def predict_files(predictor: Predictor, paths: list[str], invert: bool | None = 
 
 
 def format_result(result: dict) -> str:
+    """One line: the file's answer, or its error."""
+    return one_line(_format_result(result))
+
+
+def _format_result(result: dict) -> str:
     if "error" in result:
         return f"error: {result['error']}"
     ranked = ", ".join(f"{t['class']} ({t['probability']:.3f})" for t in result["top_k"])

@@ -4,6 +4,7 @@ Flags only: the work is `trainer.train_and_evaluate`.
 """
 
 import dataclasses
+import math
 
 from absl import flags
 
@@ -76,7 +77,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                       "Write TensorBoard logs to MODEL_DIR/logs/: training loss and accuracy, "
                       "test accuracy and loss, learning rate, samples/s and the training-step "
                       "graph (tensorboard --logdir runs).", **fv)
-    flags.DEFINE_bool("dry_run", False,
+    flags.DEFINE_bool("dry_run", d.dry_run,
                       "Smoke test: train 2 steps, evaluate, save (sets --max_steps=2 "
                       "--epochs=1).", **fv)
     cli.define_dataset_flags(flag_values)
@@ -84,7 +85,10 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.register_validator(
         "timesteps", lambda t: t in valid_timesteps(),
         f"--timesteps must divide 784: one of {valid_timesteps()}", **fv)
-    flags.register_validator("learning_rate", lambda lr: lr > 0, "--learning_rate must be > 0",
+    flags.register_validator("learning_rate", lambda lr: math.isfinite(lr) and lr > 0,
+                             "--learning_rate must be a finite number > 0", **fv)
+    flags.register_validator("model_dir", lambda d: d is None or d.strip() != "",
+                             "--model_dir must name a directory (or be left out: runs/RNN)",
                              **fv)
     flags.register_multi_flags_validator(
         ["rnn", "variable_length"],
@@ -95,12 +99,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 
 def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> TrainConfig:
     """The TrainConfig the parsed flags describe."""
-    config = TrainConfig(**{field.name: flag_values[field.name].value
-                            for field in dataclasses.fields(TrainConfig)
-                            if field.name in flag_values})
-    if flag_values.dry_run:
-        config.max_steps, config.epochs = 2, 1
-    return config
+    return TrainConfig(**{field.name: flag_values[field.name].value
+                          for field in dataclasses.fields(TrainConfig)
+                          if field.name in flag_values})
 
 
 def main(argv):
@@ -110,5 +111,12 @@ def main(argv):
     trainer.train_and_evaluate(config_from_flags())
 
 
+def check_model_dir() -> None:
+    """Refuses a --model_dir that another run holds, before TensorFlow loads."""
+    from mnist_rnn import files
+
+    files.check_not_busy(config_from_flags().model_dir)
+
+
 if __name__ == "__main__":
-    cli.run(main, define_flags)
+    cli.run(main, define_flags, before_tensorflow=check_model_dir)

@@ -6,7 +6,6 @@ and notebooks build one directly, and may pass their own `datasets`.
 
 import contextlib
 import dataclasses
-import errno
 import json
 import math
 import os
@@ -18,18 +17,16 @@ from typing import TextIO
 
 import tensorflow as tf
 
-from mnist_rnn import checkpoint, compat, data, distribute, files, report, serving, tflite
+from mnist_rnn import (checkpoint, compat, data, distribute, files, report, rundir, serving,
+                       tflite)
 from mnist_rnn.callbacks import (Backup, EvaluateAndStop, Evaluation, StepTimer, StopOnSignal,
-                                 TensorBoardLog)
+                                 TensorBoardLog, as_os_error)
 from mnist_rnn.compat import keras
 from mnist_rnn.config import TrainConfig, run_defining
 from mnist_rnn.errors import Interrupted, NumericalError, UserError, setting
 from mnist_rnn.model import build_model, compile_model
 
-MODEL_FILE = "model.keras"
-SAVED_MODEL_DIR = "saved_model"
-METRICS_FILE = "metrics.json"
-LOGS_DIR = "logs"
+from mnist_rnn.rundir import LOGS_DIR, METRICS_FILE, MODEL_FILE, SAVED_MODEL_DIR
 
 
 @dataclasses.dataclass
@@ -44,6 +41,8 @@ class _Run:
     dataset_name: str
     datasets: data.Datasets | None = None
     model: keras.Model | None = None
+    # Whether the directory's outputs are this run's: true once it has backed up.
+    handed_over: bool = False
 
     @property
     def chief(self) -> bool:
@@ -68,7 +67,11 @@ def train_and_evaluate(config: TrainConfig, datasets: data.Datasets | None = Non
             run = _prepare(config, datasets, held)
         if run.state and run.state.get("finished"):
             return _already_finished(config, run.state, out)
-        return _train(run, clock, out)
+        try:
+            return _train(run, clock, out)
+        finally:
+            if run.chief:  # A run that failed before its first backup gives the old one back.
+                rundir.recover(run.out_dir)
 
 
 class Clock:
@@ -124,10 +127,8 @@ def _train(run: _Run, clock: Clock, out: TextIO) -> tuple[keras.Model, dict]:
         return run.model, metrics
     # Only now is the run done: a kill before this line resumes and writes it all again.
     files.write_or_fail(checkpoint.mark_finished, run.backup_dir, _state(run, timer, evaluator))
-    written = sorted(n for n in os.listdir(run.out_dir)
-                     if not n.endswith("_temp") and not n.startswith("."))
     print(clock.describe(), file=out)
-    print(f"Saved to {run.out_dir}: {', '.join(written)}", file=out)
+    print(f"Saved to {run.out_dir}: {', '.join(rundir.written(run.out_dir))}", file=out)
     return run.model, metrics
 
 
@@ -144,18 +145,24 @@ def _prepare(config: TrainConfig, datasets: data.Datasets | None,
     name = datasets.name if datasets else data.resolve_dataset(config.dataset, config.data_dir)
     out_dir = distribute.write_dir(config.model_dir, strategy)
     files.ensure_writable_dir(config.model_dir)
-    if distribute.is_chief(strategy):
+    chief = distribute.is_chief(strategy)
+    if chief:
         held.enter_context(files.exclusive(config.model_dir))
+        rundir.recover(config.model_dir)
     files.ensure_writable_dir(out_dir)
-    files.remove_stale_tmp(out_dir)
+    rundir.check_kinds(out_dir)
+    files.remove_stale_tmp(out_dir, rundir.OUTPUTS.__contains__)
     backup_dir = os.path.join(config.model_dir, checkpoint.BACKUP_DIR)
-    if distribute.is_chief(strategy):
-        files.remove_stale_tmp(backup_dir)
-    # Starting over ignores the old backup; the new run's first backup replaces it.
+    if chief:
+        files.remove_stale_tmp(backup_dir, checkpoint.is_backup_file)
     state = None if config.overwrite else checkpoint.load_state(backup_dir)
+    if state and state["flags"].get("dry_run") and not config.dry_run:
+        state = None  # A dry run is a smoke test, not a run to resume: this one replaces it.
     if state:
-        checkpoint.check_compatible(state, run_defining(config), name, compat.BACKEND)
-    return _Run(config, strategy, out_dir, backup_dir, state, name, datasets)
+        checkpoint.check_compatible(state, run_defining(config), name)
+    # Starting over keeps the earlier run whole until this one's first backup (see rundir).
+    return _Run(config, strategy, out_dir, backup_dir, state, name, datasets,
+                handed_over=bool(state) or not chief)
 
 
 def seed(value: int, deterministic: bool = True) -> None:
@@ -216,13 +223,14 @@ def _fit(run: _Run, out: TextIO) -> tuple[StepTimer, EvaluateAndStop, TensorBoar
         timer.elapsed, config.eval_every_steps, config.target_accuracy, config.max_steps, out,
         run.start_step, [Evaluation(**e) for e in state.get("evaluations", [])],
         state.get("eval_time_s", 0.0))
-    backup = Backup(os.path.join(run.out_dir, checkpoint.BACKUP_DIR),
-                    config.backup_every_steps or config.eval_every_steps,
-                    lambda: _state(run, timer, evaluator), run.start_step)
     tensorboard = TensorBoardLog(
         os.path.join(run.out_dir, LOGS_DIR), lambda: evaluator.history,
-        lambda: _steady_samples_per_s(timer, datasets),
-        run.start_step) if config.tensorboard and run.chief else None
+        lambda: _steady_samples_per_s(timer, datasets), lambda step: config.learning_rate,
+        run.start_step, graph=compat.HAS_TF_GRAPHS and distribute.is_default(run.strategy),
+    ) if config.tensorboard and run.chief else None
+    backup = Backup(config.backup_every_steps or config.eval_every_steps,
+                    lambda model: _back_up(run, model, _state(run, timer, evaluator),
+                                           tensorboard), run.start_step)
     if evaluator.finished(config.epochs):
         return timer, evaluator, tensorboard
     stopper = StopOnSignal(run.start_step)
@@ -233,7 +241,9 @@ def _fit(run: _Run, out: TextIO) -> tuple[StepTimer, EvaluateAndStop, TensorBoar
         with stopper.caught():
             _fit_epochs(run, [c for c in callbacks if c])
     except NumericalError as e:
-        last = checkpoint.load_state(run.backup_dir)
+        if config.verbose == 1:
+            print(file=out)  # Ends the progress bar's line.
+        last = checkpoint.load_state(run.backup_dir) if run.handed_over else None
         kept = (f"the last good backup (step {last['step']}) is kept in {run.backup_dir}"
                 if last else "no backup was written yet")
         raise NumericalError(f"{e.marked}: training stopped and nothing was saved; {kept}; "
@@ -246,6 +256,22 @@ def _fit(run: _Run, out: TextIO) -> tuple[StepTimer, EvaluateAndStop, TensorBoar
                           f"{signal.Signals(stopper.signal_number).name}; run the same "
                           "command to resume", stopper.signal_number)
     return timer, evaluator, tensorboard
+
+
+def _back_up(run: _Run, model: keras.Model, state: dict,
+             tensorboard: TensorBoardLog | None) -> None:
+    """Writes the TensorBoard curves noted so far, then the backup. The first backup of a run
+    started afresh first moves the directory's earlier run out of the way, and deletes it
+    once the backup is complete."""
+    if not run.handed_over:
+        files.write_or_fail(rundir.hand_over, run.out_dir)
+    if tensorboard:
+        files.write_or_fail(tensorboard.write)
+    files.write_or_fail(checkpoint.save, model, os.path.join(run.out_dir, checkpoint.BACKUP_DIR),
+                        state)
+    if not run.handed_over:
+        rundir.finish_hand_over(run.out_dir)
+        run.handed_over = True
 
 
 def _fit_epochs(run: _Run, callbacks: list) -> None:
@@ -276,7 +302,7 @@ def _state(run: _Run, timer: StepTimer, evaluator: EvaluateAndStop) -> dict:
         "time_to_first_step_s": timer.first_step_s,
         "flags": run_defining(run.config),
         "dataset": run.dataset_name,
-        "backend": compat.BACKEND,
+        "runtime": compat.RUNTIME,
     }
 
 
@@ -389,8 +415,7 @@ def _export_to(model: keras.Model, path: str, xla: str):
         try:
             return serving.export_saved_model(model, tmp, xla)
         except tf.errors.OpError as e:  # TensorFlow's file errors are not OSErrors.
-            code = errno.ENOSPC if "No space left" in e.message else errno.EIO
-            raise OSError(code, os.strerror(code), path) from None
+            raise as_os_error(e, path) from None
 
     return write
 

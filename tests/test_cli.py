@@ -72,7 +72,9 @@ def test_best_flagfile_reaches_its_target_on_the_sample(tmp_path, tfds_dir):
 @pytest.mark.parametrize("flag, message", [
     ("--timesteps=30", "--timesteps must divide 784"),
     ("--rnn=gru", "value should be one of <static|dynamic>"),
-    ("--learning_rate=0", "--learning_rate must be > 0"),
+    ("--learning_rate=0", "--learning_rate must be a finite number > 0"),
+        ("--learning_rate=inf", "--learning_rate must be a finite number > 0"),
+        ("--model_dir=", "--model_dir must name a directory"),
     ("--target_accuracy=1.5",
      "--target_accuracy=1.5: 1.5 is not a number in the range [0.0, 1.0]"),
     ("--units=0", "--units=0: 0 is not a positive integer"),
@@ -176,10 +178,16 @@ def test_what_a_backend_cannot_do_is_one_line_naming_the_way(monkeypatch):
         with pytest.raises(errors.UserError, match=match):
             cli.check_backend(environ)
     cli.check_backend({"KERAS_BACKEND": "jax"})  # Installed here: the jax extra.
-    state = {"flags": {}, "dataset": "mnist_sample", "backend": "jax"}
-    with pytest.raises(errors.UserError, match="KERAS_BACKEND=tensorflow .the run in progress "
-                                               "used jax"):
-        checkpoint.check_compatible(state, {}, "mnist_sample", "tensorflow")
+    for state, runtime in [({"backend": "jax"}, "Keras 3 on JAX"),
+                           ({"runtime": "Keras 2 on TensorFlow"}, "Keras 2 on TensorFlow"),
+                           ({"backend": "tensorflow"}, "Keras 3 on TensorFlow")]:
+        state.update(flags={}, dataset="mnist_sample")
+        if runtime == compat.RUNTIME:
+            checkpoint.check_compatible(state, {}, "mnist_sample")
+            continue
+        with pytest.raises(errors.UserError, match=f"{compat.RUNTIME} .the run in progress was "
+                                                   f"trained with {runtime}: "):
+            checkpoint.check_compatible(state, {}, "mnist_sample")
     monkeypatch.setattr(compat, "JAX", True)
     for refused, match in [(tflite.check_backend, "tflite export needs the TensorFlow backend"),
                            (lambda: distribute.make_strategy("mirrored"),

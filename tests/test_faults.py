@@ -135,7 +135,7 @@ def test_backups_follow_evaluations_and_epoch_ends(tmp_path, tfds_dir, monkeypat
     state = checkpoint.load_state(os.path.join(config.model_dir, "backup"))
     assert state["finished"] and state["step"] == 70
     assert not [n for n in os.listdir(os.path.join(config.model_dir, "backup"))
-                if n.endswith(".h5")]  # The final weights live in model.keras.
+                if n.endswith(".npz")]  # The final weights live in model.keras.
 
 
 def test_nan_loss_stops_at_once_and_keeps_the_last_good_backup(tmp_path, tfds_dir):
@@ -167,7 +167,7 @@ def test_weights_that_are_not_finite_are_never_backed_up(tmp_path):
 def test_a_failed_save_is_one_error_and_keeps_the_previous_files(tmp_path, tfds_dir,
                                                                  monkeypatch, code):
     config = tiny_config(tmp_path, tfds_dir, max_steps=5)
-    trainer.train_and_evaluate(config, out=io.StringIO())
+    model, _ = trainer.train_and_evaluate(config, out=io.StringIO())
     model_file = pathlib.Path(config.model_dir) / "model.keras"
     before = model_file.read_bytes()
 
@@ -177,11 +177,21 @@ def test_a_failed_save_is_one_error_and_keeps_the_previous_files(tmp_path, tfds_
 
     monkeypatch.setattr(keras.Model, "save", failing_save)
     with pytest.raises(errors.OutputError) as err:
-        trainer.train_and_evaluate(
-            tiny_config(tmp_path, tfds_dir, max_steps=6, overwrite=True), out=io.StringIO())
-    assert os.strerror(code) in str(err.value) and "previous files are kept" in str(err.value)
+        files.write_or_fail(files.save_model, model, str(model_file))
+    assert str(err.value).startswith(f"cannot write to {tmp_path}/model/")
+    assert str(err.value).endswith(f": {os.strerror(code)}; the previous files are kept")
     assert model_file.read_bytes() == before
+    # A run started over fails the same way at its end; its backup is complete by then, so
+    # the earlier run's model is gone, and the same command resumes and writes this one's.
+    overwrite = tiny_config(tmp_path, tfds_dir, max_steps=6, overwrite=True)
+    with pytest.raises(errors.OutputError, match=os.strerror(code)):
+        trainer.train_and_evaluate(overwrite, out=io.StringIO())
+    assert not model_file.exists()
     assert not [n for n in os.listdir(config.model_dir) if ".tmp-" in n]
+    monkeypatch.undo()
+    _, metrics = trainer.train_and_evaluate(tiny_config(tmp_path, tfds_dir, max_steps=6),
+                                            out=io.StringIO())
+    assert metrics["resumed_from_step"] == 6 and model_file.exists()
 
 
 KILL_DURING_SAVE = """
@@ -210,7 +220,7 @@ def test_sigkill_during_a_save_leaves_the_previous_model_loadable(tmp_path):
     leftovers = [n for n in os.listdir(tmp_path) if ".tmp-" in n]
     assert len(leftovers) == 1  # The killed write's temporary...
     assert keras.models.load_model(target).count_params() > 0  # ...beside the intact model.
-    files.remove_stale_tmp(tmp_path)  # What the next run does first.
+    files.remove_stale_tmp(tmp_path, {"model.keras"}.__contains__)  # What a run does first.
     assert os.listdir(tmp_path) == ["model.keras"]
 
 
@@ -314,7 +324,7 @@ def test_a_full_disk_during_a_backup_is_one_line_and_keeps_every_good_file(tmp_p
                                    "--overwrite"))
         assert result.returncode == 1 and "Traceback" not in result.stderr
         assert result.stderr.strip().splitlines()[-1] == (
-            f"error: cannot write to {model_dir}/backup/step-20.weights.h5: No space left on "
+            f"error: cannot write to {model_dir}/backup/step-20.weights.npz: No space left on "
             "device; the previous files are kept")
         for path, content in kept.items():
             if "logs" not in path.parts and path.name != ".lock":

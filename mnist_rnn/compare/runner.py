@@ -106,10 +106,16 @@ def compare(timesteps_list, output_dir, units=128, batch_size=100, steps=50,
         "machine": machine(),
         "rows": rows,
     }
-    files.write_json(os.path.join(output_dir, "compare.json"), report)
-    files.write_text(os.path.join(output_dir, "compare.md"), markdown(report))
-    chart(report, os.path.join(output_dir, "compare.png"))
+    files.write_or_fail(write_report, report, output_dir)
     return report
+
+
+def write_report(report: dict, output_dir: str) -> None:
+    """compare.json, compare.md and compare.png into `output_dir`, all or none of them."""
+    with files.all_or_nothing():
+        files.write_json(os.path.join(output_dir, "compare.json"), report)
+        files.write_text(os.path.join(output_dir, "compare.md"), markdown(report))
+        chart(report, os.path.join(output_dir, "compare.png"))
 
 
 def machine():
