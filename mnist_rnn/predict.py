@@ -18,7 +18,6 @@ from absl import flags
 from mnist_rnn import cli
 
 FLAGS = flags.FLAGS
-CHUNK = 64  # Images read and answered together.
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
@@ -49,9 +48,8 @@ def main(argv):
     used = set()  # Chart paths written.
     predictor = serving.load(FLAGS.model, eager=True)  # One call: tracing would cost more.
     results = []
-    for start in range(0, len(paths), CHUNK):  # Answers show as they come.
-        chunk, digits = serving.read_digits(paths[start:start + CHUNK], FLAGS.invert)
-        serving.answer(predictor, chunk, digits, FLAGS.top_k, FLAGS.per_step)
+    for chunk, digits in serving.predict_files(predictor, paths, FLAGS.invert, FLAGS.top_k,
+                                               FLAGS.per_step):  # Shown as they come.
         if FLAGS.per_step:
             _write_charts(chunk, digits, FLAGS.output_dir, used)
         for result in chunk:

@@ -26,7 +26,7 @@ import json
 import os
 import stat
 import zipfile
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -463,12 +463,15 @@ def answer(predictor: Predictor, results: list[dict], digits: dict[int, np.ndarr
 
 
 def predict_files(predictor: Predictor, paths: list[str], invert: bool | None = None,
-                  top_k: int = 1, per_step: bool = False) -> list[dict]:
-    """One result dict per path: file, class, probability, top_k (see `answer`); or file,
-    error."""
-    results, digits = read_digits(paths, invert)
-    answer(predictor, results, digits, top_k, per_step)
-    return results
+                  top_k: int = 1, per_step: bool = False, chunk: int = 64
+                  ) -> Iterator[tuple[list[dict], dict[int, np.ndarray]]]:
+    """The answers for `paths`, `chunk` files at a time, each file read only when its chunk
+    comes: for each chunk, one result dict per path (file, class, probability, top_k, see
+    `answer`; or file, error) and the digits read, by their index in the chunk."""
+    for start in range(0, len(paths), chunk):
+        results, digits = read_digits(paths[start:start + chunk], invert)
+        answer(predictor, results, digits, top_k, per_step)
+        yield results, digits
 
 
 def format_result(result: dict) -> str:

@@ -248,7 +248,7 @@ def _fit(run: _Run, out: TextIO) -> tuple[StepTimer, EvaluateAndStop, TensorBoar
                 if last else "no backup was written yet")
         raise NumericalError(f"{e.marked}: training stopped and nothing was saved; {kept}; "
                              f"lower {setting('learning_rate')}") from None
-    if stopper.signal_number is not None and not evaluator.finished(config.epochs):
+    if stopper.signal_number is not None:  # Even after the last step: the outputs are next.
         backup.save()  # Nothing to redo on resume: the backup is at the step stopped at.
         if tensorboard:
             tensorboard.finish()

@@ -39,35 +39,37 @@ def uninterrupted(tmp_path_factory, tfds_dir):
     return model_dir
 
 
-def wait_until_trained_past_a_backup(process, model_dir, timeout=240):
-    """Until the run's logs show a step after its last backup: steps not backed up yet."""
-    state_file = model_dir / "backup" / "state.json"
+def start_and_wait_past_a_backup(command, timeout=240, **popen):
+    """Starts `command` and returns its process once it has printed the evaluation of a step
+    past its last backup (backups every 30 steps and at each epoch end, of 40: step 50 is
+    one). Fails here if that does not come in time."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT, **popen)
     deadline = time.monotonic() + timeout
-    while process.poll() is None and time.monotonic() < deadline:
-        if state_file.exists():
-            logged = tensorboard_scalars(model_dir / "logs" / "train").get("loss", [])
-            if logged and logged[-1][0] > json.loads(state_file.read_text())["step"]:
-                return
-        time.sleep(0.02)
+    for line in process.stdout:
+        if " step     50 " in line:
+            return process
+        if time.monotonic() > deadline:
+            break
+    process.kill()
+    pytest.fail(f"no evaluation at step 50 within {timeout} s (exit status {process.wait()})")
 
 
 def weights_of(model_dir):
     return keras.models.load_model(model_dir / "model.keras").get_weights()
 
 
-@pytest.mark.jax  # Also on Keras 3's JAX backend.
+@pytest.mark.jax  # Also on Keras 3's JAX backend...
+@pytest.mark.keras2  # ...and under Keras 2.
 def test_sigkill_then_the_same_command_resumes_to_the_same_result(uninterrupted, tmp_path,
                                                                   tfds_dir):
     model_dir = tmp_path / "killed"
     command = train_command(model_dir, tfds_dir)
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               cwd=ROOT)
+    process = start_and_wait_past_a_backup(command, stderr=subprocess.DEVNULL)
     state_file = model_dir / "backup" / "state.json"
-    wait_until_trained_past_a_backup(process, model_dir)
     process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=60) == -signal.SIGKILL
     killed_at = json.loads(state_file.read_text())["step"]
-    assert 10 <= killed_at < 120 and not (model_dir / "metrics.json").exists()
+    assert 40 <= killed_at < 120 and not (model_dir / "metrics.json").exists()
 
     result = run(command)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -278,15 +280,16 @@ def test_sigint_and_sigterm_are_caught_and_exit_as_the_shell_expects(signal_numb
     assert errors.Interrupted("stopped", signal_number).exit_status == 128 + signal_number
 
 
+@pytest.mark.jax
+@pytest.mark.keras2
 def test_sigterm_backs_up_and_the_resumed_run_redoes_nothing(uninterrupted, tmp_path,
                                                              tfds_dir):
     signal_number, status = signal.SIGTERM, 143
     model_dir = tmp_path / "stopped"
     command = train_command(model_dir, tfds_dir)
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True, cwd=ROOT)
+    # Past a backup, so that the stop must back up itself.
+    process = start_and_wait_past_a_backup(command, stderr=subprocess.PIPE)
     state_file = model_dir / "backup" / "state.json"
-    wait_until_trained_past_a_backup(process, model_dir)  # So the stop must back up itself.
     process.send_signal(signal_number)
     stderr = process.communicate(timeout=120)[1]
     assert process.returncode == status and "Traceback" not in stderr
@@ -294,7 +297,7 @@ def test_sigterm_backs_up_and_the_resumed_run_redoes_nothing(uninterrupted, tmp_
     stopped_at = json.loads(state_file.read_text())["step"]
     assert line == (f"stopped at step {stopped_at} on {signal.Signals(signal_number).name}; "
                     "run the same command to resume")
-    assert 30 <= stopped_at < 120 and not (model_dir / "metrics.json").exists()
+    assert 50 <= stopped_at < 120 and not (model_dir / "metrics.json").exists()
 
     result = run(command)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -317,8 +320,8 @@ def test_a_full_disk_during_a_backup_is_one_line_and_keeps_every_good_file(tmp_p
     with tmpfs(tmp_path / "small", "size=3m") as disk:
         model_dir = pathlib.Path(disk) / "run"
         trainer.train_and_evaluate(
-            tiny_config(tmp_path, tfds_dir, units=16, max_steps=10, model_dir=str(model_dir)),
-            out=io.StringIO())
+            tiny_config(tmp_path, tfds_dir, units=16, max_steps=10, model_dir=str(model_dir),
+                        tensorboard=True), out=io.StringIO())
         kept = {p: p.read_bytes() for p in model_dir.rglob("*") if p.is_file()}
         result = run(train_command(model_dir, tfds_dir, "--units=256", "--max_steps=20",
                                    "--overwrite"))
@@ -326,10 +329,11 @@ def test_a_full_disk_during_a_backup_is_one_line_and_keeps_every_good_file(tmp_p
         assert result.stderr.strip().splitlines()[-1] == (
             f"error: cannot write to {model_dir}/backup/step-20.weights.npz: No space left on "
             "device; the previous files are kept")
+        # The earlier run stays whole, its TensorBoard curves included.
+        assert {p for p in model_dir.rglob("*") if p.is_file()} == set(kept)
         for path, content in kept.items():
-            if "logs" not in path.parts and path.name != ".lock":
+            if path.name != ".lock":
                 assert path.read_bytes() == content, path
-        assert not [p for p in model_dir.rglob("*") if ".tmp-" in p.name]
 
 
 def test_a_full_disk_during_the_export_is_one_line_too(tmp_path, tfds_dir):

@@ -211,7 +211,8 @@ def test_predict_files_gives_the_right_digits(trained, digit_files, artifact):
     config, _, _ = trained
     predictor = serving.load(os.path.join(config.model_dir, artifact))
     paths, labels = digit_files
-    results = serving.predict_files(predictor, paths, top_k=3)
+    results = [r for chunk, _ in serving.predict_files(predictor, paths, top_k=3)
+               for r in chunk]
     assert [r["class"] for r in results] == labels
     for r in results:
         assert len(r["top_k"]) == 3 and r["top_k"][0]["probability"] == r["probability"]
