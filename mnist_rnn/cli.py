@@ -35,6 +35,11 @@ def define_dataset_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_string("data_dir", None,
                         "TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).",
                         flag_values=flag_values)
+    flags.DEFINE_string("mnist_dir", None,
+                        "A directory holding full MNIST's four files as published "
+                        "(train-images-idx3-ubyte.gz, ...): TFDS prepares mnist from them in "
+                        "--data_dir, offline, checking their sizes and sums. Implies full MNIST.",
+                        flag_values=flag_values)
 
 
 def define_model_flag(flag_values: flags.FlagValues = FLAGS) -> None:

@@ -14,6 +14,7 @@ RNNS = ("static", "dynamic")
 DATASETS = ("auto", "mnist", "mnist_sample")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 SAVED_MODEL_XLA = ("auto", "on", "off")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def legacy_keras_requested(environ) -> bool:
@@ -36,12 +37,15 @@ class TrainConfig:
     timesteps: int = 28  # One of valid_timesteps().
     batch_size: int = 100
     learning_rate: float = 0.003
+    # One of LR_SCHEDULES: cosine decays the rate from learning_rate to 0 over the run.
+    lr_schedule: str = "constant"
     epochs: int = 10
     max_steps: int = 0  # 0: no limit besides `epochs`.
     eval_every_steps: int = 0  # 0: once per epoch.
     target_accuracy: float = 0.0  # 0: off.
     dataset: str = "auto"  # One of DATASETS.
     data_dir: str | None = None  # None: TFDS's default.
+    mnist_dir: str | None = None  # The four published MNIST files, to prepare `mnist` offline.
     model_dir: str | None = None  # None: runs/{rnn}.
     seed: int = 0
     export: bool = True  # Also write the SavedModel.
@@ -70,7 +74,7 @@ class TrainConfig:
 
 # Settings that may change between a run and its resumption: where files go, what is shown, and
 # the grouping of steps into calls (same steps, same results).
-RESUMABLE_FIELDS = frozenset({"model_dir", "data_dir", "export", "saved_model_xla",
+RESUMABLE_FIELDS = frozenset({"model_dir", "data_dir", "mnist_dir", "export", "saved_model_xla",
                               "export_tflite", "verbose", "overwrite", "steps_per_execution",
                               "tensorboard"})
 

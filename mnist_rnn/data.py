@@ -7,6 +7,7 @@
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import io
 import math
 import os
@@ -120,18 +121,75 @@ def prepared(name: str, data_dir: str | None) -> bool:
     return _quietly(lambda: tfds.builder(name, data_dir=data_dir).is_prepared())
 
 
-def resolve_dataset(dataset: str, data_dir: str | None = None, probe=network_reachable) -> str:
-    """Returns "mnist" or "mnist_sample" for `dataset` in DATASETS, probing at most once.
-    Fails with one line when `data_dir` can neither hold nor receive that dataset."""
+def resolve_dataset(dataset: str, data_dir: str | None = None, probe=network_reachable,
+                    mnist_dir: str | None = None) -> str:
+    """Returns "mnist" or "mnist_sample" for `dataset` in DATASETS, probing at most once
+    (never with `mnist_dir`, the four published MNIST files, which means full MNIST). Fails
+    with one line when `data_dir` can neither hold nor receive that dataset, or `mnist_dir`
+    does not hold the files as published."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}: use one of {', '.join(DATASETS)}")
     if data_dir is not None and os.path.exists(data_dir) and not os.path.isdir(data_dir):
         raise DatasetUnavailableError(
             f"{setting('data_dir', data_dir)} is not a directory: pass the directory where "
             "TFDS keeps (or may write) its datasets")
-    name = _choose(dataset, data_dir, probe)
+    if mnist_dir is not None:
+        if dataset == "mnist_sample":
+            raise DatasetUnavailableError(
+                f"{setting('mnist_dir')} gives full MNIST, not {setting('dataset', dataset)}: "
+                "leave one of the two out")
+        check_mnist_files(mnist_dir, data_dir)
+        name = "mnist"
+    else:
+        name = _choose(dataset, data_dir, probe)
     _check_preparable(name, data_dir)
     return name
+
+
+def check_mnist_files(mnist_dir: str, data_dir: str | None = None) -> None:
+    """Fails with one line unless `mnist_dir` holds the four MNIST files as published: the
+    names, sizes and sha256 sums that TFDS's own `mnist` builder downloads and checks."""
+    expected = {info.filename: info
+                for info in tfds.builder("mnist", data_dir=data_dir).url_infos.values()}
+    names = ", ".join(sorted(expected))
+    if not os.path.isdir(mnist_dir):
+        raise DatasetUnavailableError(
+            f"{setting('mnist_dir', mnist_dir)} is not a directory: pass the directory that "
+            f"holds the four MNIST files as published ({names})")
+    for name, info in sorted(expected.items()):
+        path = os.path.join(mnist_dir, name)
+        if not os.path.isfile(path):
+            raise DatasetUnavailableError(
+                f"{path} is missing: {setting('mnist_dir')} must hold the four MNIST files as "
+                f"published ({names})")
+        size = os.path.getsize(path)
+        if size != int(info.size):
+            raise DatasetUnavailableError(
+                f"{path} has {size:,} bytes, not the published file's {int(info.size):,}: use "
+                "the file as published, not cut short or compressed again")
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        digest = digest.hexdigest()
+        if digest != info.checksum:
+            raise DatasetUnavailableError(
+                f"{path} has sha256 {digest}, not the published file's {info.checksum}: use "
+                "the file as published, not compressed again or altered")
+
+
+def prepare_mnist(mnist_dir: str, data_dir: str | None = None,
+                  out: TextIO = sys.stdout) -> None:
+    """Prepares TFDS's `mnist` in `data_dir` from the published files in `mnist_dir` (see
+    check_mnist_files) once, as TFDS would from its download, which it checks again."""
+    if prepared("mnist", data_dir):
+        return
+    builder = _quietly(lambda: tfds.builder("mnist", data_dir=data_dir))
+    print(f"Preparing full MNIST once, from {mnist_dir}, in {builder.data_dir}", file=out,
+          flush=True)
+    tfds.display_progress_bar(False)
+    _quietly(lambda: builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=mnist_dir)))
 
 
 def _check_preparable(name: str, data_dir: str | None) -> None:
@@ -160,13 +218,15 @@ def _choose(dataset: str, data_dir: str | None, probe) -> str:
     if dataset == "mnist":
         raise DatasetUnavailableError(
             f"full MNIST is not prepared in {where} and cannot be downloaded (no network): "
-            f"run once with network access, pass {setting('data_dir')} where it is prepared, "
-            f"or use {setting('dataset', 'mnist_sample')}"
+            f"pass {setting('mnist_dir')} with its four published .gz files, run once with "
+            f"network access, pass {setting('data_dir')} where it is prepared, or use "
+            f"{setting('dataset', 'mnist_sample')}"
         )
     logging.warning(
         "Full MNIST is not in %s and cannot be downloaded: using the bundled sample "
-        "mnist_sample (4,000 train / 1,000 test images). For full MNIST, run once with "
-        "network access or point the data dir at a prepared copy.",
+        "mnist_sample (4,000 train / 1,000 test images). For full MNIST offline, pass the "
+        "directory holding its four published .gz files as --mnist_dir; or run once with "
+        "network access, or point the data dir at a prepared copy.",
         where,
     )
     return "mnist_sample"
@@ -203,16 +263,19 @@ def _quietly(call):
 
 def load_datasets(name: str, timesteps: int = 28, batch_size: int = 100, seed: int = 0,
                   data_dir: str | None = None, variable_length: bool = False,
-                  out: TextIO = sys.stdout) -> Datasets:
+                  out: TextIO = sys.stdout, mnist_dir: str | None = None) -> Datasets:
     """Train and test pipelines of (sequences, labels) batches for TFDS dataset `name`.
 
     variable_length: batches of training sequences of similar length (without blank leading
-    and trailing steps), for a model that strips and masks them (model.build_model)."""
+    and trailing steps), for a model that strips and masks them (model.build_model).
+    mnist_dir: the published MNIST files, from which `mnist` is prepared if it is not yet."""
     if timesteps not in valid_timesteps():
         raise ValueError(
             f"timesteps={timesteps} does not divide {PIXELS}: use one of {valid_timesteps()}")
     if name == "mnist_sample":
         prepare_sample(data_dir, out)
+    elif mnist_dir is not None:
+        prepare_mnist(mnist_dir, data_dir, out)
     (train, test), info = tfds.load(
         name,
         split=["train", "test"],

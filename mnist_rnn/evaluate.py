@@ -25,9 +25,9 @@ def main(argv):
     from mnist_rnn import data, files, report, serving
 
     predictor = serving.load(FLAGS.model)
-    name = data.resolve_dataset(FLAGS.dataset, FLAGS.data_dir)
+    name = data.resolve_dataset(FLAGS.dataset, FLAGS.data_dir, mnist_dir=FLAGS.mnist_dir)
     datasets = data.load_datasets(name, predictor.timesteps, batch_size=500,
-                                  data_dir=FLAGS.data_dir)
+                                  data_dir=FLAGS.data_dir, mnist_dir=FLAGS.mnist_dir)
     evaluation, error_images = report.build_report(
         report.test_pass(predictor, datasets.test, steps=True), predictor.path, name,
         datasets.test)

@@ -58,9 +58,26 @@ def build_model(rnn: str, units: int, timesteps: int, features: int, seed: int |
     return keras.Model(inputs, logits, name=f"{rnn}_lstm")
 
 
-def compile_model(model: keras.Model, learning_rate: float, jit_compile: bool = False,
+def learning_rate(initial: float, schedule: str = "constant", total_steps: int = 1):
+    """Adam's learning rate: `initial` throughout ("constant"), or Keras's CosineDecay from
+    `initial` to 0 at `total_steps` ("cosine"). Either is a function of the optimizer's step
+    count alone, so a resumed run follows it exactly."""
+    if schedule == "constant":
+        return initial
+    if schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(initial, decay_steps=max(1, total_steps))
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}")
+
+
+def learning_rate_at(rate, step: int) -> float:
+    """The value at training step `step` of what `learning_rate` returned."""
+    return float(rate(step)) if callable(rate) else float(rate)
+
+
+def compile_model(model: keras.Model, learning_rate, jit_compile: bool = False,
                   steps_per_execution: int = 1, accuracy: bool = True) -> keras.Model:
-    """Adam on sparse cross-entropy from logits; softmax is never applied before the loss.
+    """Adam at `learning_rate` (a float or a schedule) on sparse cross-entropy from logits;
+    softmax is never applied before the loss.
     jit_compile: training steps compiled by XLA (always on JAX, where the alternative is
     running op by op). accuracy: also track training accuracy (shown in the progress bar)."""
     model.compile(

@@ -9,7 +9,7 @@ import math
 from absl import flags
 
 from mnist_rnn import cli
-from mnist_rnn.config import RNNS, STRATEGIES, TrainConfig, valid_timesteps
+from mnist_rnn.config import LR_SCHEDULES, RNNS, STRATEGIES, TrainConfig, valid_timesteps
 
 FLAGS = flags.FLAGS
 
@@ -30,6 +30,10 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_integer("batch_size", d.batch_size, "Training and test batch size.",
                          lower_bound=1, **fv)
     flags.DEFINE_float("learning_rate", d.learning_rate, "Adam learning rate (> 0).", **fv)
+    flags.DEFINE_enum("lr_schedule", d.lr_schedule, LR_SCHEDULES,
+                      "constant: --learning_rate throughout. cosine: Keras's CosineDecay from "
+                      "--learning_rate to 0 over the run (--epochs, or --max_steps if fewer); "
+                      "large early steps, fine late ones.", **fv)
     flags.DEFINE_integer("epochs", d.epochs, "Passes over the training set.", lower_bound=1,
                          **fv)
     flags.DEFINE_integer("max_steps", d.max_steps,

@@ -6,6 +6,7 @@ and notebooks build one directly, and may pass their own `datasets`.
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -24,7 +25,7 @@ from mnist_rnn.callbacks import (Backup, EvaluateAndStop, Evaluation, StepTimer,
 from mnist_rnn.compat import keras
 from mnist_rnn.config import TrainConfig, run_defining
 from mnist_rnn.errors import Interrupted, NumericalError, UserError, setting
-from mnist_rnn.model import build_model, compile_model
+from mnist_rnn.model import build_model, compile_model, learning_rate, learning_rate_at
 
 from mnist_rnn.rundir import LOGS_DIR, METRICS_FILE, MODEL_FILE, SAVED_MODEL_DIR
 
@@ -142,7 +143,8 @@ def _prepare(config: TrainConfig, datasets: data.Datasets | None,
         tflite.check_backend()
     # Multi-worker strategies must exist before any other TensorFlow work.
     strategy = distribute.make_strategy(config.distribution_strategy)
-    name = datasets.name if datasets else data.resolve_dataset(config.dataset, config.data_dir)
+    name = datasets.name if datasets else data.resolve_dataset(
+        config.dataset, config.data_dir, mnist_dir=config.mnist_dir)
     out_dir = distribute.write_dir(config.model_dir, strategy)
     files.ensure_writable_dir(config.model_dir)
     chief = distribute.is_chief(strategy)
@@ -176,7 +178,8 @@ def seed(value: int, deterministic: bool = True) -> None:
 def load_datasets(config: TrainConfig, name: str) -> data.Datasets:
     """The train and test pipelines of dataset `name` (resolved) as `config` wants them."""
     return data.load_datasets(name, config.timesteps, config.batch_size, config.seed,
-                              config.data_dir, config.variable_length)
+                              config.data_dir, config.variable_length,
+                              mnist_dir=config.mnist_dir)
 
 
 def build(config: TrainConfig, datasets: data.Datasets, steps_per_execution: int,
@@ -185,8 +188,16 @@ def build(config: TrainConfig, datasets: data.Datasets, steps_per_execution: int
     track training accuracy (the progress bar's)."""
     model = build_model(config.rnn, config.units, datasets.timesteps, datasets.features,
                         seed=config.seed, variable_length=config.variable_length)
-    return compile_model(model, config.learning_rate, config.jit_compile, steps_per_execution,
-                         accuracy)
+    return compile_model(model, schedule(config, datasets), config.jit_compile,
+                         steps_per_execution, accuracy)
+
+
+def schedule(config: TrainConfig, datasets: data.Datasets):
+    """The learning rate `config` asks for, over the run's steps (see model.learning_rate)."""
+    total = config.epochs * datasets.steps_per_epoch
+    if config.max_steps:
+        total = min(total, config.max_steps)
+    return learning_rate(config.learning_rate, config.lr_schedule, total)
 
 
 def _describe(run: _Run) -> str:
@@ -225,7 +236,8 @@ def _fit(run: _Run, out: TextIO) -> tuple[StepTimer, EvaluateAndStop, TensorBoar
         state.get("eval_time_s", 0.0))
     tensorboard = TensorBoardLog(
         os.path.join(run.out_dir, LOGS_DIR), lambda: evaluator.history,
-        lambda: _steady_samples_per_s(timer, datasets), lambda step: config.learning_rate,
+        lambda: _steady_samples_per_s(timer, datasets),
+        functools.partial(learning_rate_at, schedule(config, datasets)),
         run.start_step, graph=compat.HAS_TF_GRAPHS and distribute.is_default(run.strategy),
     ) if config.tensorboard and run.chief else None
     backup = Backup(config.backup_every_steps or config.eval_every_steps,

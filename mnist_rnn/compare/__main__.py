@@ -54,7 +54,10 @@ def main(argv):
     from mnist_rnn import data  # TensorFlow loads once the flags are valid.
     from mnist_rnn.compare import runner
 
-    dataset = data.resolve_dataset(FLAGS.dataset, FLAGS.data_dir)  # Probe once, not per run.
+    # Probe once, not per run; each run's process finds full MNIST prepared from --mnist_dir.
+    dataset = data.resolve_dataset(FLAGS.dataset, FLAGS.data_dir, mnist_dir=FLAGS.mnist_dir)
+    if FLAGS.mnist_dir:
+        data.prepare_mnist(FLAGS.mnist_dir, FLAGS.data_dir)
     backends = FLAGS.backends
     if "jax" in backends and importlib.util.find_spec("jax") is None:
         if FLAGS["backends"].present:
