@@ -113,7 +113,8 @@ def test_helpfull_lists_the_flags():
     result = run_train("--helpfull", timeout=120)  # absl exits 1 after printing help.
     assert result.stdout.startswith("Train the static or the dynamic LSTM")
     for flag in ("--rnn", "--units", "--timesteps", "--eval_every_steps", "--target_accuracy",
-                 "--dataset", "--model_dir", "--[no]export", "--[no]dry_run"):
+                 "--dataset", "--model_dir", "--[no]export", "--[no]dry_run", "--lr_schedule",
+                 "--mnist_dir"):
         assert flag in result.stdout, flag
 
 

@@ -20,8 +20,10 @@ from mnist_rnn.compat import keras
 
 
 def train_command(model_dir, tfds_dir, *extra):
+    # A learning rate that changes every step: a resumed run must follow it exactly.
     return [sys.executable, "-m", "mnist_rnn.train", "--rnn=dynamic", "--units=32",
-            "--learning_rate=0.01", "--epochs=3", "--eval_every_steps=10",
+            "--learning_rate=0.01", "--lr_schedule=cosine", "--epochs=3",
+            "--eval_every_steps=10",
             "--backup_every_steps=30", "--noexport",
             "--dataset=mnist_sample", f"--data_dir={tfds_dir}", f"--model_dir={model_dir}",
             *extra]

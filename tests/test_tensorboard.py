@@ -59,3 +59,13 @@ def test_a_resumed_run_drops_the_steps_it_trains_again(tmp_path):
     callbacks._drop_steps_after(str(tmp_path), 4)
     assert [step for step, _ in tensorboard_scalars(tmp_path)["loss"]] == [1, 2, 3, 4]
     assert [n for n in os.listdir(tmp_path) if ".tmp-" in n] == []
+
+
+def test_the_cosine_schedule_decays_to_zero_over_the_run_as_logged(tmp_path, tfds_dir):
+    config = tiny_config(tmp_path, tfds_dir, max_steps=30, epochs=2, export=False,
+                         tensorboard=True, lr_schedule="cosine", steps_per_execution=10)
+    trainer.train_and_evaluate(config, out=io.StringIO())
+    rates = tensorboard_scalars(os.path.join(config.model_dir, "logs", "train"))[
+        "learning_rate"]
+    assert [step for step, _ in rates] == [10, 20, 30]  # Over max_steps, not the 2 epochs.
+    assert [rate for _, rate in rates] == pytest.approx([0.0075, 0.0025, 0.0], abs=1e-6)
