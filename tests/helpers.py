@@ -2,6 +2,7 @@
 command in a subprocess as a user would."""
 
 import contextlib
+import importlib.util
 import os
 import pathlib
 import subprocess
@@ -12,6 +13,13 @@ import pytest
 from mnist_rnn.config import TrainConfig
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+HAS_JAX = importlib.util.find_spec("jax") is not None
+HAS_KERAS2 = importlib.util.find_spec("tf_keras") is not None
+# For the tests that start another runtime: `pip install '.[test]'` alone has neither.
+needs_jax = pytest.mark.skipif(not HAS_JAX, reason="needs JAX: pip install '.[test,jax]'")
+needs_keras2 = pytest.mark.skipif(not HAS_KERAS2,
+                                  reason="needs Keras 2 (tf-keras): pip install '.[test,keras2]'")
 
 # The ops of each variant's .tflite: what test_tflite checks and the compare report prints.
 EXPECTED_TFLITE_OPS = {

@@ -7,7 +7,7 @@ import os
 import pytest
 from absl import flags
 
-from helpers import ROOT, run_module, run_python
+from helpers import HAS_JAX, ROOT, run_module, run_python
 from mnist_rnn import (checkpoint, cli, compat, distribute, errors, serving, tflite, train,
                        trainer)
 
@@ -178,7 +178,11 @@ def test_what_a_backend_cannot_do_is_one_line_naming_the_way(monkeypatch):
                             "Keras 2 .* runs only on TensorFlow")]:
         with pytest.raises(errors.UserError, match=match):
             cli.check_backend(environ)
-    cli.check_backend({"KERAS_BACKEND": "jax"})  # Installed here: the jax extra.
+    if HAS_JAX:
+        cli.check_backend({"KERAS_BACKEND": "jax"})
+    else:
+        with pytest.raises(errors.UserError, match=r"needs JAX: pip install 'mnist_rnn\[jax\]'"):
+            cli.check_backend({"KERAS_BACKEND": "jax"})
     for state, runtime in [({"backend": "jax"}, "Keras 3 on JAX"),
                            ({"runtime": "Keras 2 on TensorFlow"}, "Keras 2 on TensorFlow"),
                            ({"backend": "tensorflow"}, "Keras 3 on TensorFlow")]:

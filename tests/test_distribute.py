@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, needs_jax, needs_keras2
 from mnist_rnn import compat, distribute, errors
 from mnist_rnn.compat import keras
 
@@ -78,6 +78,7 @@ def train_together(args: list[str], envs: list[dict], timeout: float = 180) -> l
     return outputs
 
 
+@needs_keras2
 def test_two_workers_on_loopback_train_and_only_the_chief_writes(tmp_path, sample, tfds_dir):
     """MultiWorkerMirroredStrategy with two worker processes on 127.0.0.1, under Keras 2
     (Keras 3's fit cannot run it yet)."""
@@ -107,6 +108,7 @@ def test_two_workers_on_loopback_train_and_only_the_chief_writes(tmp_path, sampl
     assert check.returncode == 0 and int(check.stdout.strip().splitlines()[-1]) > 0
 
 
+@needs_jax
 def test_two_jax_processes_on_loopback_train_as_one_and_only_the_chief_writes(tmp_path, sample,
                                                                               tfds_dir):
     """keras.distribution's data parallelism over two JAX processes on 127.0.0.1, each given

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from helpers import run_module, run_python
+from helpers import needs_jax, needs_keras2, run_module, run_python
 from mnist_rnn import compat, errors, sample, serving
 from mnist_rnn.report import CONFUSION_PNG
 from mnist_rnn.compat import keras
@@ -360,6 +360,7 @@ serving.export_saved_model(model, sys.argv[1] + "/saved_model")
 
 
 @keras2
+@needs_keras2
 def test_a_model_from_the_other_keras_says_which_wrote_it_and_what_reads_it(tmp_path,
                                                                                test_digits):
     from mnist_rnn import compat
@@ -379,6 +380,7 @@ def test_a_model_from_the_other_keras_says_which_wrote_it_and_what_reads_it(tmp_
 
 
 @jax
+@needs_jax
 def test_a_model_keras_reads_the_same_on_the_other_backend(tmp_path, test_digits):
     """A .keras written on this backend and read on the other (TensorFlow or JAX), and the
     reverse, answer the same. The variable-length model's first layer works differently on
