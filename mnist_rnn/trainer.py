@@ -146,13 +146,13 @@ def _prepare(config: TrainConfig, datasets: data.Datasets | None,
     name = datasets.name if datasets else data.resolve_dataset(
         config.dataset, config.data_dir, mnist_dir=config.mnist_dir)
     out_dir = distribute.write_dir(config.model_dir, strategy)
+    rundir.check_kinds(config.model_dir)
     files.ensure_writable_dir(config.model_dir)
     chief = distribute.is_chief(strategy)
     if chief:
         held.enter_context(files.exclusive(config.model_dir))
         rundir.recover(config.model_dir)
     files.ensure_writable_dir(out_dir)
-    rundir.check_kinds(out_dir)
     files.remove_stale_tmp(out_dir, rundir.OUTPUTS.__contains__)
     backup_dir = os.path.join(config.model_dir, checkpoint.BACKUP_DIR)
     if chief:
