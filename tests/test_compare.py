@@ -134,12 +134,13 @@ def test_compare_cli_end_to_end(tmp_path, tfds_dir):
         assert row["time_to_first_step_s"] > 0 and row["samples_per_s"] > 0
     assert [r["accepts_other_length"] for r in rows[:2]] == [False, True]
     # The same lesson in both compilers' programs: 7 cells unrolled, or one in a loop.
-    for static, dynamic in (rows[0:2], rows[2:4]):
+    for static, dynamic in (rows[0:2], rows[2:4])[:1 + HAS_JAX]:
         assert (static["cell_copies"], static["while_ops"]) == (7, 0)
         assert dynamic["while_ops"] == 1 and dynamic["cell_copies"] <= 2
         assert static["train_step_ops"] > dynamic["train_step_ops"]
     markdown = (tmp_path / "compare.md").read_text()
-    assert "| static | 7 |" in markdown and "| JAX dynamic | 7 |" in markdown
+    assert "| static | 7 |" in markdown
+    assert ("| JAX dynamic | 7 |" in markdown) == HAS_JAX
     for row in rows[:2]:  # TFLite: the ops test_tflite checks, and each file's accuracy.
         assert row["tflite_ops"] == EXPECTED_TFLITE_OPS[row["rnn"]]
         assert row["tflite_test_accuracy"] == pytest.approx(row["test_accuracy"], abs=2e-3)
