@@ -51,8 +51,8 @@ class StepCallback(keras.callbacks.Callback):
     def sync_model(self) -> None:
         """Brings the model's variables up to date before reading them: mid-epoch on JAX,
         Keras keeps the training state apart from the model until asked."""
-        if compat.JAX and self.model is not None:
-            self.model.jax_state_sync()
+        if self.model is not None:
+            compat.sync_variables(self.model)
 
 
 class StepTimer(StepCallback):

@@ -19,8 +19,19 @@ else:
 BACKEND = "tensorflow" if LEGACY else keras.backend.backend()
 JAX = BACKEND == "jax"
 
-# Capabilities. TensorFlow graphs: what the TensorBoard graph, TFLite and tf.distribute read.
+# What each runtime can do. The rest of the code asks these, never which runtime it is on.
+# TensorFlow graphs: tf.function, TensorBoard's graph, the TFLite converter, a plain SavedModel.
 HAS_TF_GRAPHS = not JAX
+HAS_TF_DISTRIBUTE = not JAX  # tf.distribute strategies.
+HAS_JAX_PROCESSES = JAX  # keras.distribution over several JAX processes.
+# Every compiled program has fixed shapes (XLA), so nothing may change length with the data.
+FIXED_SHAPES = JAX
+# Training always runs compiled: op by op it is many times slower (JAX).
+ALWAYS_COMPILED = JAX
+# How to load a .keras file of the other Keras major version.
+OTHER_KERAS_HOW = ("unset TF_USE_LEGACY_KERAS to load it with Keras 3" if LEGACY else
+                   "set TF_USE_LEGACY_KERAS=1 (pip install 'mnist_rnn[keras2]') to load it with "
+                   "Keras 2")
 
 # Which Keras on which backend: each computes its own numbers and writes its own files, so a
 # backup records it, and each has the environment that asks for it.
@@ -34,6 +45,25 @@ RUNTIME = f"Keras {2 if LEGACY else 3} on {'JAX' if JAX else 'TensorFlow'}"
 # Keras 3's fit cannot consume MultiWorkerMirroredStrategy's per-replica batches
 # (keras-team/keras#20585, open since TF 2.16); Keras 2's can.
 MULTI_WORKER_FIT = LEGACY
+
+
+def sync_variables(model) -> None:
+    """Brings `model`'s variables up to date before they are read: mid-epoch on JAX, Keras
+    keeps the training state apart from the model until asked."""
+    if JAX:
+        model.jax_state_sync()
+
+
+def versions() -> dict:
+    """The versions of what computes: TensorFlow, Keras and, on JAX, JAX."""
+    import tensorflow as tf
+
+    found = {"tensorflow": tf.__version__, "keras": keras.__version__}
+    if JAX:
+        import jax
+
+        found["jax"] = jax.__version__
+    return found
 
 
 def write_out(archive, path):

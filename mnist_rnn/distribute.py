@@ -26,7 +26,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     """A tf.distribute.Strategy for --distribution_strategy=`name`."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}: use one of {', '.join(STRATEGIES)}")
-    if compat.JAX:
+    if not compat.HAS_TF_DISTRIBUTE:
         if name == "mirrored":
             raise UserError(f"{setting('distribution_strategy', name)} is a tf.distribute "
                             "strategy, which needs the TensorFlow backend: unset KERAS_BACKEND")
@@ -69,7 +69,7 @@ def _start_jax_processes(name: str) -> None:
 
 def jax_processes() -> int:
     """How many processes a JAX run is made of (1 on TensorFlow)."""
-    if not compat.JAX:
+    if not compat.HAS_JAX_PROCESSES:
         return 1
     import jax
 
@@ -79,7 +79,7 @@ def jax_processes() -> int:
 def task() -> tuple[str, int]:
     """(type, index) of this process in TF_CONFIG; ("chief", 0) without one. On JAX,
     ("process", its index)."""
-    if compat.JAX:
+    if compat.HAS_JAX_PROCESSES:
         import jax
 
         return ("chief", 0) if jax.process_index() == 0 else ("process", jax.process_index())
@@ -89,7 +89,7 @@ def task() -> tuple[str, int]:
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    if compat.JAX:
+    if compat.HAS_JAX_PROCESSES:
         return task()[0] == "chief"
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return True

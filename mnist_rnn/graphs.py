@@ -48,7 +48,7 @@ def graph_facts(model):
     The dynamic graph holds two cell copies whatever the length: the loop body, and the one
     step Keras traces outside the loop to learn the shapes of the outputs. On JAX, the same
     facts of its programs (see jax_graph_facts)."""
-    if compat.JAX:
+    if not compat.HAS_TF_GRAPHS:
         return jax_graph_facts(model)
     sequences, labels = input_specs(model)
     train_ops = op_counts(_graph_def(train_step(model), sequences, labels))

@@ -15,12 +15,12 @@ class StripBlankSteps(keras.layers.Layer):
     programs have fixed shapes, it puts PAD in their place instead: the same result."""
 
     def call(self, inputs):
-        if compat.JAX:
+        if compat.FIXED_SHAPES:
             return sequences.mask_blank_steps(inputs)
         return sequences.strip_blank_steps(inputs)
 
     def compute_output_shape(self, input_shape):
-        return input_shape if compat.JAX else (input_shape[0], None, input_shape[2])
+        return input_shape if compat.FIXED_SHAPES else (input_shape[0], None, input_shape[2])
 
 
 def build_model(rnn: str, units: int, timesteps: int, features: int, seed: int | None = None,
@@ -85,7 +85,7 @@ def compile_model(model: keras.Model, learning_rate, jit_compile: bool = False,
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")] if accuracy else [],
-        jit_compile=jit_compile or compat.JAX,
+        jit_compile=jit_compile or compat.ALWAYS_COMPILED,
     )
     return model
 
@@ -111,7 +111,7 @@ def step_logits_fn(model: keras.Model) -> Callable:
                                   name="lstm_every_step")
     variable_length = is_variable_length(model)
 
-    ink_mask = sequences.ink_mask_ops if compat.JAX else sequences.ink_mask
+    ink_mask = sequences.ink_mask if compat.HAS_TF_GRAPHS else sequences.ink_mask_ops
 
     def step_logits(inputs):
         mask = ink_mask(inputs) if variable_length else None

@@ -65,7 +65,7 @@ def uses_xla(model: keras.Model, xla: str = "auto") -> bool:
     depends on the data, which XLA cannot compile."""
     if xla not in SAVED_MODEL_XLA:
         raise ValueError(f"xla must be one of {SAVED_MODEL_XLA}, not {xla!r}")
-    if compat.JAX:  # jax2tf writes XLA programs only.
+    if not compat.HAS_TF_GRAPHS:  # jax2tf writes XLA programs only.
         if xla == "off":
             raise UserError("a model on JAX exports only compiled signatures (jax2tf): export "
                             "it with --saved_model_xla=auto, or without KERAS_BACKEND=jax for "
@@ -141,7 +141,7 @@ def describe_export(info: dict) -> str:
 def _compiled(fn: Callable, spec: tf.TensorSpec) -> Callable:
     """fn of a batch (`spec`), reading the model's variables -> the same function with the
     weights frozen into constants, compiled by XLA for the BATCH_BUCKETS sizes only."""
-    program, traced = (_jax_program if compat.JAX else _frozen_program)(fn, spec)
+    program, traced = (_frozen_program if compat.HAS_TF_GRAPHS else _jax_program)(fn, spec)
     out_shape = [None, *traced.outputs[0].shape[1:]]
     top = BATCH_BUCKETS[-1]
 
@@ -246,14 +246,14 @@ def from_keras_model(model: keras.Model, path: str = "<in memory>",
     programs (JAX) first, which is faster for a call or two and slower for many."""
     timesteps = model_timesteps(model)
     step_logits = step_logits_fn(model)
-    if compat.JAX:
-        function = (lambda f: f) if eager else _jax_function(model)
-        softmax, log_softmax = keras.ops.softmax, keras.ops.log_softmax
-        preprocess = functools.partial(_to_sequences_ops, timesteps=timesteps)
-    else:
+    if compat.HAS_TF_GRAPHS:
         function = (lambda f: f) if eager else tf.function(reduce_retracing=True)
         softmax, log_softmax = tf.nn.softmax, tf.nn.log_softmax
         preprocess = functools.partial(to_sequences, timesteps=timesteps)
+    else:
+        function = (lambda f: f) if eager else _jax_function(model)
+        softmax, log_softmax = keras.ops.softmax, keras.ops.log_softmax
+        preprocess = functools.partial(_to_sequences_ops, timesteps=timesteps)
 
     @function
     def log_probabilities(sequences):
@@ -416,10 +416,7 @@ def _raise_if_other_keras(path: str) -> None:
         return  # Not a readable .keras archive: the caller's message stands.
     if written_by.split(".")[0] == keras.__version__.split(".")[0]:
         return
-    if compat.LEGACY:
-        how = "unset TF_USE_LEGACY_KERAS to load it with Keras 3"
-    else:
-        how = "set TF_USE_LEGACY_KERAS=1 (pip install 'mnist_rnn[keras2]') to load it with Keras 2"
+    how = compat.OTHER_KERAS_HOW
     raise ModelLoadError(
         f"cannot load model {path}: it was written by Keras {written_by} and this is Keras "
         f"{keras.__version__}; {how}, or pass the saved_model/ directory beside it, which "

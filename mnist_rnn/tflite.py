@@ -192,7 +192,7 @@ def conversions(model: keras.Model, check_digits: np.ndarray) -> list[Conversion
 def check_backend() -> None:
     """Refuses a conversion that cannot run here: the converter reads TensorFlow graphs,
     and a model on JAX has none (its exported programs are XLA's)."""
-    if compat.JAX:
+    if not compat.HAS_TF_GRAPHS:
         raise UserError("the .tflite export needs the TensorFlow backend: export the model.keras "
                         "with python -m mnist_rnn.export --tflite without KERAS_BACKEND=jax")
 

@@ -368,17 +368,9 @@ def _metrics(run: _Run, timer: StepTimer, evaluator: EvaluateAndStop,
         # After the warm-up: the speed a long run settles at.
         "steady_train_samples_per_s": _steady_samples_per_s(timer, datasets),
         "backend": compat.BACKEND,
-        "versions": _versions(),
+        "versions": compat.versions(),
     }
 
-
-def _versions() -> dict:
-    versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
-    if compat.JAX:
-        import jax
-
-        versions["jax"] = jax.__version__
-    return versions
 
 
 def _write_outputs(run: _Run, metrics: dict, final_pass: report.TestPass, clock: Clock) -> None:

@@ -193,7 +193,9 @@ def test_what_a_backend_cannot_do_is_one_line_naming_the_way(monkeypatch):
         with pytest.raises(errors.UserError, match=f"{compat.RUNTIME} .the run in progress was "
                                                    f"trained with {runtime}: "):
             checkpoint.check_compatible(state, {}, "mnist_sample")
-    monkeypatch.setattr(compat, "JAX", True)
+    for capability, on_jax in [("HAS_TF_GRAPHS", False), ("HAS_TF_DISTRIBUTE", False),
+                               ("HAS_JAX_PROCESSES", True)]:  # What JAX can and cannot do.
+        monkeypatch.setattr(compat, capability, on_jax)
     for refused, match in [(tflite.check_backend, "tflite export needs the TensorFlow backend"),
                            (lambda: distribute.make_strategy("mirrored"),
                             "mirrored is a tf.distribute strategy"),

@@ -70,8 +70,8 @@ def measure(rnn: str, timesteps: int, units: int = 128, batch_size: int = 100,
     # Training and the SavedModel's export; the TFLite conversion below needs more.
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # TFLite converts TensorFlow graphs, and TensorBoard draws them: none on JAX.
-    lite = {} if compat.JAX else tflite_facts(model, datasets.test)
-    if tensorboard_dir and not compat.JAX:
+    lite = tflite_facts(model, datasets.test) if compat.HAS_TF_GRAPHS else {}
+    if tensorboard_dir and compat.HAS_TF_GRAPHS:
         graphs.write_tensorboard_graph(model, tensorboard_dir)
     emit(
         "result",
