@@ -6,6 +6,7 @@ import collections
 import tensorflow as tf
 
 from mnist_rnn import compat
+from mnist_rnn.model import describe
 
 TANH_PER_CELL = 2  # An LSTM cell applies tanh to its candidate and to its new cell state.
 
@@ -38,7 +39,8 @@ def op_counts(graph_def):
 
 
 def input_specs(model):
-    return (tf.TensorSpec(model.input_shape, tf.float32, name="sequences"),
+    shape = describe(model)
+    return (tf.TensorSpec([None, shape.length, shape.features], tf.float32, name="sequences"),
             tf.TensorSpec([None], tf.int32, name="labels"))
 
 
@@ -71,8 +73,8 @@ def jax_graph_facts(model):
     import jax
     import numpy as np
 
-    steps = model.input_shape[1] or 28  # The loop's body is the same at any length.
-    x = np.zeros((2, steps, model.input_shape[-1]), np.float32)
+    shape = describe(model)
+    x = np.zeros((2, shape.timesteps, shape.features), np.float32)
     y = np.zeros((2,), np.int32)
     state = tuple([v.value for v in variables] for variables in (
         model.trainable_variables, model.non_trainable_variables, model.optimizer.variables,

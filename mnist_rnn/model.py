@@ -1,6 +1,7 @@
 """The two LSTM classifiers: static (unrolled, like tf.nn.static_rnn) and dynamic (looped,
 like tf.nn.dynamic_rnn). Both feed the final hidden state h to a Dense(10) of logits."""
 
+import dataclasses
 from typing import Callable
 
 from mnist_rnn import compat, sequences
@@ -90,12 +91,33 @@ def compile_model(model: keras.Model, learning_rate, jit_compile: bool = False,
     return model
 
 
-def model_timesteps(model: keras.Model) -> int:
-    """The steps per image a model reads, derived from its features per step."""
-    return PIXELS // model.input_shape[-1]
+@dataclasses.dataclass(frozen=True)
+class Description:
+    """What a built or loaded model is. static: unrolled, for one fixed length; timesteps:
+    the steps per image it reads, of `features` pixels each; units: its LSTM's;
+    variable_length: it reads only each digit's inked span."""
+
+    static: bool
+    timesteps: int
+    features: int
+    units: int
+    variable_length: bool
+
+    @property
+    def length(self) -> int | None:
+        """The sequence length its input takes: `timesteps` when static, else any (None)."""
+        return self.timesteps if self.static else None
 
 
-def is_variable_length(model: keras.Model) -> bool:
+def describe(model: keras.Model) -> Description:
+    """The Description of `model`, from its input shape and layers."""
+    features = model.input_shape[-1]
+    return Description(static=model.input_shape[1] is not None, timesteps=PIXELS // features,
+                       features=features, units=model.get_layer("lstm").units,
+                       variable_length=_is_variable_length(model))
+
+
+def _is_variable_length(model: keras.Model) -> bool:
     """Whether `model` reads each sequence without its blank leading and trailing steps."""
     return any(isinstance(layer, StripBlankSteps) for layer in model.layers)
 
@@ -109,7 +131,7 @@ def step_logits_fn(model: keras.Model) -> Callable:
     lstm, head = model.get_layer("lstm"), model.get_layer("logits")
     every_step = keras.layers.RNN(lstm.cell, return_sequences=True, unroll=lstm.unroll,
                                   name="lstm_every_step")
-    variable_length = is_variable_length(model)
+    variable_length = describe(model).variable_length
 
     ink_mask = sequences.ink_mask if compat.HAS_TF_GRAPHS else sequences.ink_mask_ops
 

@@ -37,7 +37,7 @@ from mnist_rnn.compat import keras
 from mnist_rnn.config import PIXELS, SAVED_MODEL_XLA, SIDE
 from mnist_rnn.errors import ImageError, ModelLoadError, UserError, one_line
 from mnist_rnn.model import (  # Also registers the custom layer.
-    is_variable_length, model_timesteps, step_logits_fn)
+    describe, step_logits_fn)
 from mnist_rnn.sequences import to_images, to_sequences
 
 IMAGE_SIGNATURE = "serving_default"
@@ -71,14 +71,14 @@ def uses_xla(model: keras.Model, xla: str = "auto") -> bool:
                             "it with --saved_model_xla=auto, or without KERAS_BACKEND=jax for "
                             "a plain graph")
         return True
-    if is_variable_length(model):
+    shape = describe(model)
+    if shape.variable_length:
         if xla == "on":
             raise UserError("a variable-length model cannot be compiled by XLA (its length per "
                             "batch depends on the data); export it with --saved_model_xla=auto")
         return False
     if xla == "auto":
-        return model.input_shape[1] is None or model_timesteps(model) <= (
-            MAX_COMPILED_UNROLLED_STEPS)
+        return not shape.static or shape.timesteps <= MAX_COMPILED_UNROLLED_STEPS
     return xla == "on"
 
 
@@ -86,8 +86,9 @@ def export_saved_model(model: keras.Model, path: str, xla: str = "auto") -> dict
     """Writes `model` as a SavedModel with the three signatures above to `path`; returns what
     it serves with: {"xla": bool, "backend": the Keras backend that wrote it,
     "batch_buckets": [...] when compiled}."""
-    timesteps, features = model_timesteps(model), model.input_shape[-1]
-    sequences_spec = tf.TensorSpec([None, model.input_shape[1], features], tf.float32,
+    shape = describe(model)
+    timesteps, features = shape.timesteps, shape.features
+    sequences_spec = tf.TensorSpec([None, shape.length, features], tf.float32,
                                    name="sequences")
     logits, step_logits = (lambda s: model(s, training=False)), step_logits_fn(model)
     sequence_logits = logits
@@ -244,7 +245,7 @@ def from_keras_model(model: keras.Model, path: str = "<in memory>",
                      eager: bool = False) -> Predictor:
     """eager: run the model eagerly rather than tracing it into graphs (TensorFlow) or XLA
     programs (JAX) first, which is faster for a call or two and slower for many."""
-    timesteps = model_timesteps(model)
+    timesteps = describe(model).timesteps
     step_logits = step_logits_fn(model)
     if compat.HAS_TF_GRAPHS:
         function = (lambda f: f) if eager else tf.function(reduce_retracing=True)

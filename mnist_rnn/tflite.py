@@ -27,7 +27,7 @@ from mnist_rnn import compat, files
 from mnist_rnn.compat import keras
 from mnist_rnn.config import NUM_CLASSES, SIDE
 from mnist_rnn.errors import ModelLoadError, UserError
-from mnist_rnn.model import model_timesteps
+from mnist_rnn.model import describe
 from mnist_rnn.sequences import to_sequences
 
 FLOAT_FILE = "model.tflite"
@@ -134,8 +134,9 @@ class Conversion:
 def convert(model: keras.Model, int8: bool = False) -> bytes:
     """The .tflite of `model` (see the module's notes for the route), with built-in ops only;
     int8: dynamic-range quantized. Raises UserError when the converter cannot do it."""
-    timesteps = model_timesteps(model)
-    batch = None if model.input_shape[1] is not None else 1  # Static: fixed length.
+    shape = describe(model)
+    timesteps = shape.timesteps
+    batch = None if shape.static else 1  # The loop's .tflite takes one image per call.
 
     @tf.function(input_signature=[tf.TensorSpec([batch, SIDE, SIDE], tf.uint8, name="images")])
     def serve(images):
@@ -174,7 +175,7 @@ def _converter_warnings_off():
 def conversions(model: keras.Model, check_digits: np.ndarray) -> list[Conversion]:
     """float32 and int8 conversions of `model`, each run on `check_digits` (uint8 [n, 28,
     28]): the float32 one must agree with the model within MAX_FLOAT_DIFF."""
-    expected = tf.nn.softmax(model(to_sequences(check_digits, model_timesteps(model)),
+    expected = tf.nn.softmax(model(to_sequences(check_digits, describe(model).timesteps),
                                    training=False), axis=-1).numpy()
     out = []
     for name, int8 in ((FLOAT_FILE, False), (INT8_FILE, True)):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from mnist_rnn.compat import keras
-from mnist_rnn.model import build_model, step_logits_fn
+from mnist_rnn.model import Description, build_model, describe, step_logits_fn
 
 pytestmark = pytest.mark.keras2  # Core tests: also run under Keras 2.
 
@@ -73,3 +73,16 @@ def test_answers_after_each_step_end_at_the_model_output(rnn, variable_length, t
                                    np.broadcast_to(np.arange(10) / 10, (5, 6, 10)), atol=1e-6)
     else:  # Blank rows change the state, so the first answers differ from the last.
         assert np.abs(steps[:, 0] - steps[:, -1]).max() > 1e-3
+
+
+@pytest.mark.parametrize("rnn, variable_length, length", [("static", False, 7),
+                                                          ("dynamic", False, None),
+                                                          ("dynamic", True, None)])
+def test_a_model_describes_itself_the_same_once_saved_and_loaded(tmp_path, rnn,
+                                                                 variable_length, length):
+    model = build_model(rnn, 8, 7, 112, seed=0, variable_length=variable_length)
+    expected = Description(static=rnn == "static", timesteps=7, features=112, units=8,
+                           variable_length=variable_length)
+    model.save(tmp_path / "model.keras")
+    for described in (model, keras.models.load_model(tmp_path / "model.keras")):
+        assert describe(described) == expected and describe(described).length == length

@@ -2,6 +2,7 @@ import dataclasses
 import io
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -161,9 +162,11 @@ def test_each_variant_gets_its_own_default_model_dir():
 
 
 @keras2
-def test_a_finished_run_on_another_dataset_is_refused(trained, sample):
+def test_a_finished_run_on_another_dataset_is_refused(trained, sample, tmp_path):
     """A finished run is reused only for the same settings and the same data."""
-    config, _, _ = trained
+    # A copy: other xdist workers read the shared run at the same time, and a run locks.
+    config = dataclasses.replace(trained[0], model_dir=str(tmp_path / "copy"))
+    shutil.copytree(trained[0].model_dir, config.model_dir)
     elsewhere = dataclasses.replace(sample, name="mnist")
     with pytest.raises(errors.UserError, match="dataset mnist .the run in progress used "
                                                "mnist_sample."):
