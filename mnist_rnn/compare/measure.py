@@ -13,9 +13,14 @@ import resource
 import sys
 import tempfile
 
+from mnist_rnn.config import TrainConfig
+
 
 def emit(event: str, **fields) -> None:
     print(json.dumps({"event": event, **fields}), flush=True)
+
+
+DEFAULTS = TrainConfig()  # Training's own defaults, for what a measurement leaves unsaid.
 
 
 def directory_bytes(path: str) -> int:
@@ -23,10 +28,12 @@ def directory_bytes(path: str) -> int:
                for root, _, names in os.walk(path) for name in names)
 
 
-def measure(rnn: str, timesteps: int, units: int = 128, batch_size: int = 100,
-            steps: int = 50, warmup: int = 3, seed: int = 0, dataset: str = "mnist_sample",
+def measure(rnn: str, timesteps: int, units: int = DEFAULTS.units,
+            batch_size: int = DEFAULTS.batch_size, steps: int = 50, warmup: int = 3,
+            seed: int = DEFAULTS.seed, dataset: str = "mnist_sample",
             data_dir: str | None = None, variable_length: bool = False,
-            tensorboard_dir: str | None = None, learning_rate: float = 0.003) -> None:
+            tensorboard_dir: str | None = None,
+            learning_rate: float = DEFAULTS.learning_rate) -> None:
     """Trains `warmup + steps` steps after a first one with the set-up of mnist_rnn.train
     (seeds, op determinism, pipeline, model, optimizer), but one step per call so that each
     is timed; emits the timings, the graph facts, memory, the SavedModel's size and the
@@ -35,7 +42,6 @@ def measure(rnn: str, timesteps: int, units: int = 128, batch_size: int = 100,
 
     from mnist_rnn import compat, data, graphs, report, sequences, serving, trainer
     from mnist_rnn.callbacks import StepTimer
-    from mnist_rnn.config import TrainConfig
 
     config = TrainConfig(rnn=rnn, units=units, timesteps=timesteps, batch_size=batch_size,
                          learning_rate=learning_rate, seed=seed, dataset=dataset,

@@ -12,6 +12,7 @@ import sys
 import time
 
 from mnist_rnn import files
+from mnist_rnn.compare.measure import DEFAULTS
 from mnist_rnn.config import RNNS
 
 TENSORBOARD_DIR = "tensorboard"
@@ -70,7 +71,8 @@ def run_measurement(params, compile_timeout, timeout=900, backend="tensorflow"):
     return row
 
 
-def compare(timesteps_list, output_dir, units=128, batch_size=100, steps=50,
+def compare(timesteps_list, output_dir, units=DEFAULTS.units, batch_size=DEFAULTS.batch_size,
+            steps=50,
             compile_timeout=120, dataset="mnist_sample", data_dir=None, variable_length=True,
             backends=("tensorflow",), log=print):
     """Measures static and dynamic at each timesteps value on each of Keras 3's `backends`
