@@ -5,6 +5,7 @@ module imports `keras` from here."""
 import contextlib
 import io
 import os
+from typing import Callable
 
 from mnist_rnn.config import legacy_keras_requested
 
@@ -45,6 +46,56 @@ RUNTIME = f"Keras {2 if LEGACY else 3} on {'JAX' if JAX else 'TensorFlow'}"
 # Keras 3's fit cannot consume MultiWorkerMirroredStrategy's per-replica batches
 # (keras-team/keras#20585, open since TF 2.16); Keras 2's can.
 MULTI_WORKER_FIT = LEGACY
+
+
+def ops():
+    """Keras 3's keras.ops on this runtime's tensors, for what runs inside a model on every
+    runtime. Under Keras 2 they are Keras 3's on TensorFlow (TensorFlow installs Keras 3),
+    imported only when asked."""
+    import keras as keras3
+
+    return keras3.ops
+
+
+def compiled(model) -> Callable:
+    """A decorator: fn(x) reading `model`'s variables -> the same, traced once per input
+    shape and run compiled: a tf.function, or on JAX a jax.jit function given the
+    variables' current values at each call (so that it follows training)."""
+    if not JAX:
+        import tensorflow as tf
+
+        return tf.function(reduce_retracing=True)
+    import jax
+    import numpy as np
+
+    variables = model.variables
+    several_processes = jax.process_count() > 1  # Fixed once the processes have joined.
+
+    def decorate(fn):
+        @jax.jit
+        def stateless(values, x):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return fn(x)
+
+        def run(x):
+            values = [v.value for v in variables]
+            if several_processes:  # Arrays over every process: compute on this one's.
+                values = [np.asarray(value) for value in values]
+            return stateless(values, x)
+
+        return run
+
+    return decorate
+
+
+def process() -> tuple[int, int]:
+    """(index, count) of this process among those of one run over several JAX processes;
+    (0, 1) where a run is not split over JAX processes (tf.distribute has its own)."""
+    if not HAS_JAX_PROCESSES:
+        return 0, 1
+    import jax
+
+    return jax.process_index(), jax.process_count()
 
 
 def sync_variables(model) -> None:

@@ -69,27 +69,22 @@ def _start_jax_processes(name: str) -> None:
 
 def jax_processes() -> int:
     """How many processes a JAX run is made of (1 on TensorFlow)."""
-    if not compat.HAS_JAX_PROCESSES:
-        return 1
-    import jax
-
-    return jax.process_count()
+    return compat.process()[1]
 
 
 def task() -> tuple[str, int]:
-    """(type, index) of this process in TF_CONFIG; ("chief", 0) without one. On JAX,
-    ("process", its index)."""
-    if compat.HAS_JAX_PROCESSES:
-        import jax
-
-        return ("chief", 0) if jax.process_index() == 0 else ("process", jax.process_index())
+    """(type, index) of this process in TF_CONFIG; ("chief", 0) without one. In a run over
+    several JAX processes, ("chief", 0) or ("process", its index)."""
+    index, count = compat.process()
+    if count > 1:
+        return ("chief", 0) if index == 0 else ("process", index)
     config = json.loads(os.environ.get("TF_CONFIG") or "{}")
     task_info = config.get("task") or {}
     return task_info.get("type", "chief"), int(task_info.get("index", 0))
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    if compat.HAS_JAX_PROCESSES:
+    if jax_processes() > 1:
         return task()[0] == "chief"
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return True

@@ -20,9 +20,6 @@ class StripBlankSteps(keras.layers.Layer):
             return sequences.mask_blank_steps(inputs)
         return sequences.strip_blank_steps(inputs)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape if compat.FIXED_SHAPES else (input_shape[0], None, input_shape[2])
-
 
 def build_model(rnn: str, units: int, timesteps: int, features: int, seed: int | None = None,
                 variable_length: bool = False) -> keras.Model:
@@ -133,10 +130,8 @@ def step_logits_fn(model: keras.Model) -> Callable:
                                   name="lstm_every_step")
     variable_length = describe(model).variable_length
 
-    ink_mask = sequences.ink_mask if compat.HAS_TF_GRAPHS else sequences.ink_mask_ops
-
     def step_logits(inputs):
-        mask = ink_mask(inputs) if variable_length else None
+        mask = sequences.ink_mask(inputs) if variable_length else None
         return head(every_step(inputs, mask=mask))
 
     return step_logits

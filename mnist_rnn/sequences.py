@@ -1,14 +1,15 @@
 """Images as sequences: what one timestep of an image is, and where its ink begins and ends.
 
 Shared by the input pipeline, the model and the serving graph; needs TensorFlow, never TFDS.
-The input pipeline always runs on TensorFlow; inside a model on JAX, `ink_mask_ops` and
-`mask_blank_steps` do the work in keras.ops, at a fixed length, as XLA needs.
+The input pipeline always runs on TensorFlow, and so do `to_sequences` and the stripping of
+blank steps (whose length depends on the data); `ink_mask` and `mask_blank_steps` run inside a
+model on every runtime (keras.ops), at a fixed length, as XLA needs.
 """
 
 import numpy as np
 import tensorflow as tf
 
-from mnist_rnn.compat import keras
+from mnist_rnn import compat
 from mnist_rnn.config import PIXELS, SIDE
 
 PAD = -1.0  # Pads stripped sequences; pixels lie in [0, 1], so it is never data.
@@ -40,13 +41,6 @@ def ink_spans(sequences: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return first, last - first + 1
 
 
-def ink_mask(sequences: tf.Tensor) -> tf.Tensor:
-    """bool [batch, T] of [batch, T, F] sequences: True on the steps of each inked span."""
-    first, lengths = ink_spans(sequences)
-    steps = tf.range(tf.shape(sequences)[1])[None, :]
-    return (steps >= first[:, None]) & (steps < (first + lengths)[:, None])
-
-
 def sequence_length(sequence: tf.Tensor) -> tf.Tensor:
     """Length of one [T, F] sequence without its blank leading and trailing steps (>= 1)."""
     return ink_spans(sequence[None])[1][0]
@@ -66,10 +60,10 @@ def strip_blank_steps(sequences: tf.Tensor) -> tf.Tensor:
     return tf.where((offsets < lengths[:, None])[..., None], rows, PAD)
 
 
-def ink_mask_ops(sequences):
-    """ink_mask in keras.ops (for a model on JAX): the steps from the first with ink to the
-    last, each included; a sequence without ink, its first step."""
-    ops = keras.ops
+def ink_mask(sequences):
+    """bool [batch, T] of [batch, T, F] sequences: True on the steps of each inked span (see
+    ink_spans), in keras.ops, so that it runs inside a model on every runtime."""
+    ops = compat.ops()
     ink = ops.cast(ops.any(sequences > 0, axis=-1), "int32")  # [batch, T]
     after_first = ops.cumsum(ink, axis=1) > 0
     before_last = ops.flip(ops.cumsum(ops.flip(ink, axis=1), axis=1), axis=1) > 0
@@ -83,4 +77,4 @@ def mask_blank_steps(sequences):
     """[batch, T, F] -> the same, with PAD on the steps outside each sequence's inked span:
     strip_blank_steps at a fixed length. The masked LSTM holds its state over PAD steps,
     so the result is the same as stripping them."""
-    return keras.ops.where(ink_mask_ops(sequences)[..., None], sequences, PAD)
+    return compat.ops().where(ink_mask(sequences)[..., None], sequences, PAD)

@@ -21,7 +21,6 @@ xla="off" exports the plain graph that any TensorFlow runs.
 A `.tflite` (see tflite.py) reads as serving_default, without the per-step answers.
 """
 
-import functools
 import json
 import os
 import stat
@@ -243,68 +242,29 @@ def _log(probabilities) -> np.ndarray:
 
 def from_keras_model(model: keras.Model, path: str = "<in memory>",
                      eager: bool = False) -> Predictor:
-    """eager: run the model eagerly rather than tracing it into graphs (TensorFlow) or XLA
-    programs (JAX) first, which is faster for a call or two and slower for many."""
+    """eager: run the model eagerly rather than compiling it first (see compat.compiled),
+    which is faster for a call or two and slower for many."""
     timesteps = describe(model).timesteps
-    step_logits = step_logits_fn(model)
-    if compat.HAS_TF_GRAPHS:
-        function = (lambda f: f) if eager else tf.function(reduce_retracing=True)
-        softmax, log_softmax = tf.nn.softmax, tf.nn.log_softmax
-        preprocess = functools.partial(to_sequences, timesteps=timesteps)
-    else:
-        function = (lambda f: f) if eager else _jax_function(model)
-        softmax, log_softmax = keras.ops.softmax, keras.ops.log_softmax
-        preprocess = functools.partial(_to_sequences_ops, timesteps=timesteps)
+    function = (lambda f: f) if eager else compat.compiled(model)
+    logits = function(lambda sequences: model(sequences, training=False))
+    step_logits = function(step_logits_fn(model))
 
-    @function
-    def log_probabilities(sequences):
-        return log_softmax(model(sequences, training=False), axis=-1)
+    def preprocess(digits):  # TensorFlow, eagerly, whatever the runtime: as in training.
+        return np.asarray(to_sequences(digits, timesteps))
 
-    @function
-    def probabilities(digits):
-        return softmax(model(preprocess(digits), training=False), axis=-1)
-
-    @function
-    def step_probabilities(digits):
-        return softmax(step_logits(preprocess(digits)), axis=-1)
-
-    @function
-    def step_log_probabilities(sequences):
-        return log_softmax(step_logits(sequences), axis=-1)
-
-    return Predictor(path, timesteps, probabilities, log_probabilities, step_probabilities,
-                     step_log_probabilities_fn=step_log_probabilities)
+    return Predictor(
+        path, timesteps,
+        lambda digits: np.exp(_log_softmax(logits(preprocess(digits)))).astype(np.float32),
+        lambda sequences: _log_softmax(logits(sequences)).astype(np.float32),
+        lambda digits: np.exp(_log_softmax(step_logits(preprocess(digits)))).astype(np.float32),
+        step_log_probabilities_fn=lambda s: _log_softmax(step_logits(s)).astype(np.float32))
 
 
-def _to_sequences_ops(images, timesteps: int):
-    """to_sequences in keras.ops (for JAX), with the same float32 arithmetic."""
-    pixels = keras.ops.cast(keras.ops.reshape(images, (-1, PIXELS)), "float32") / 255.0
-    return keras.ops.reshape(pixels, (-1, timesteps, PIXELS // timesteps))
-
-
-def _jax_function(model: keras.Model) -> Callable:
-    """A decorator: fn(x) reading `model`'s variables -> the same, compiled by jax.jit with
-    the variables' current values passed in (so that it follows training)."""
-    import jax
-
-    variables = model.variables
-    several_processes = jax.process_count() > 1  # Fixed once the processes have joined.
-
-    def decorate(fn):
-        @jax.jit
-        def stateless(values, x):
-            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-                return fn(x)
-
-        def run(x):
-            values = [v.value for v in variables]
-            if several_processes:  # Arrays over every process: compute on this one's.
-                values = [np.asarray(value) for value in values]
-            return stateless(values, x)
-
-        return run
-
-    return decorate
+def _log_softmax(logits) -> np.ndarray:
+    """float64 log-probabilities of logits [..., 10]."""
+    x = np.asarray(logits, np.float64)
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
 def from_saved_model(loaded, path: str) -> Predictor:

@@ -75,10 +75,7 @@ def measure(rnn: str, timesteps: int, units: int = DEFAULTS.units,
         saved_model_bytes = directory_bytes(os.path.join(tmp, "saved_model"))
     # Training and the SavedModel's export; the TFLite conversion below needs more.
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    # TFLite converts TensorFlow graphs, and TensorBoard draws them: none on JAX.
-    lite = tflite_facts(model, datasets.test) if compat.HAS_TF_GRAPHS else {}
-    if tensorboard_dir and compat.HAS_TF_GRAPHS:
-        graphs.write_tensorboard_graph(model, tensorboard_dir)
+    lite = tf_graph_facts(model, datasets.test, tensorboard_dir)
     emit(
         "result",
         backend=compat.BACKEND, rnn=rnn, timesteps=timesteps, features=datasets.features,
@@ -95,6 +92,18 @@ def measure(rnn: str, timesteps: int, units: int = DEFAULTS.units,
         **facts,
         **lite,
     )
+
+
+def tf_graph_facts(model, test, tensorboard_dir: str | None) -> dict:
+    """What needs TensorFlow graphs, which a model on JAX has none of: the TFLite facts
+    (see tflite_facts), and the graph drawn in `tensorboard_dir` when given."""
+    from mnist_rnn import compat, graphs
+
+    if not compat.HAS_TF_GRAPHS:
+        return {}
+    if tensorboard_dir:
+        graphs.write_tensorboard_graph(model, tensorboard_dir)
+    return tflite_facts(model, test)
 
 
 def tflite_facts(model, test) -> dict:
