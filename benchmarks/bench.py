@@ -65,16 +65,16 @@ def keras_serve(units, timesteps, quick=False):
     """Serving rows of both variants' SavedModels (random weights; quick: dynamic only): the
     plain graph of the earlier versions, and the export's default (compiled by XLA where it
     pays), each measured by serve.py in a fresh process."""
-    from mnist_rnn import serving
+    from mnist_rnn import saved_model
     from mnist_rnn.model import build_model
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for rnn in ("dynamic",) if quick else ("static", "dynamic"):
             model = build_model(rnn, units, timesteps, 784 // timesteps, seed=0)
-            for xla in ("off", "auto") if serving.uses_xla(model) else ("off",):
+            for xla in ("off", "auto") if saved_model.uses_xla(model) else ("off",):
                 path = os.path.join(tmp, f"{rnn}_{xla}")
-                serving.export_saved_model(model, path, xla)
+                saved_model.export_saved_model(model, path, xla)
                 probe = subprocess.run(
                     [sys.executable, os.path.join(HERE, "serve.py"), path]
                     + ["--quick"] * quick, capture_output=True, text=True, check=True)

@@ -52,18 +52,18 @@ def measure(units, timesteps, steps, data_dir=None, rnn="dynamic", steps_per_exe
         tf.config.threading.set_inter_op_parallelism_threads(inter_op)
     if intra_op:
         tf.config.threading.set_intra_op_parallelism_threads(intra_op)
-    from mnist_rnn import trainer
+    from mnist_rnn import data, model as models
     from mnist_rnn.callbacks import StepTimer
     from mnist_rnn.compat import keras
     from mnist_rnn.config import TrainConfig
 
     config = TrainConfig(rnn=rnn, units=units, timesteps=timesteps, batch_size=BATCH,
                          jit_compile=jit_compile, data_dir=data_dir)
-    trainer.seed(config.seed, deterministic=determinism)
+    models.seed(config.seed, deterministic=determinism)
     if mixed_bfloat16:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    datasets = trainer.load_datasets(config, "mnist_sample")
-    model = trainer.build(config, datasets, steps_per_execution, accuracy)
+    datasets = data.load_for(config, "mnist_sample")
+    model = models.build_for(config, datasets, steps_per_execution, accuracy)
     group = steps_per_execution
     steps = whole(steps, group)
     timer = StepTimer(warmup_steps=group)  # The first call into TensorFlow is the warm-up.

@@ -41,7 +41,7 @@ def main():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    from mnist_rnn import sample, serving
+    from mnist_rnn import sample, saved_model
 
     images, _ = sample.load_arrays()
     digits = tf.constant(images[:1000])
@@ -52,7 +52,7 @@ def main():
         serve(images=digits[:n])["probabilities"].numpy()
         return time.perf_counter() - began
 
-    first_calls = {n: call(n) for n in sweep_sizes(serving.BATCH_BUCKETS, args.quick)}
+    first_calls = {n: call(n) for n in sweep_sizes(saved_model.BATCH_BUCKETS, args.quick)}
     programs = len(glob.glob(os.path.join(dump, "*.before_optimizations.txt")))
     repeats, calls = (2, 50) if args.quick else (10, 500)
     throughput = repeats * 1000 / sum(call(1000) for _ in range(repeats))

@@ -1,4 +1,5 @@
-"""The training loop's callbacks, one job each: time the steps, evaluate and stop, back up.
+"""The training loop's callbacks, one job each: time the steps, end training at a bad loss or
+at its step limit, evaluate, stop on a signal, back up (TensorBoard's: tensorboard.py).
 
 Keras calls `on_train_batch_end` once per call into TensorFlow, with the epoch's last step run
 so far (`steps_per_execution` may run several); each callback here counts the run's steps
@@ -7,19 +8,14 @@ from the step it started at, so a resumed run goes on counting where it stopped.
 
 import contextlib
 import dataclasses
-import errno
-import glob
 import math
-import os
 import signal
 import sys
 import threading
 import time
 from typing import Callable, TextIO
 
-import tensorflow as tf
-
-from mnist_rnn import compat, files, graphs
+from mnist_rnn import compat
 from mnist_rnn.compat import keras
 from mnist_rnn.errors import NumericalError
 
@@ -104,17 +100,33 @@ class Evaluation:
     time_s: float  # Of the run, when the evaluation ended.
 
 
-class EvaluateAndStop(StepCallback):
+class Guard(StepCallback):
+    """Ends training: with a NumericalError at a non-finite training loss, and at `max_steps`
+    (0: no limit)."""
+
+    def __init__(self, *, max_steps: int = 0, start_step: int = 0):
+        super().__init__(start_step)
+        self.max_steps = max_steps
+
+    def on_steps_end(self, logs):
+        loss = float(logs.get("loss", 0.0))
+        if not math.isfinite(loss):
+            raise NumericalError(f"the training loss is {loss} at step {self.step}")
+        if self.max_steps and self.step >= self.max_steps:
+            self.model.stop_training = True
+
+
+class Evaluator(StepCallback):
     """Evaluates on the test set every `every_steps` steps (0: at each epoch end), with one
-    printed line; stops training at a non-finite loss, at `max_steps` and once test accuracy
-    reaches `target_accuracy` (0: neither).
+    printed line, and stops training once test accuracy reaches `target_accuracy` (0: never).
 
     `test_pass()` runs the model over the test set (a report.TestPass); the latest is kept
-    in `last_pass` for the final report. `clock()` gives the run's time."""
+    in `last_pass` for the final report. `clock()` gives the run's time. A resumed run
+    passes its earlier evaluations as `history`, and their time as `eval_time_s`."""
 
-    def __init__(self, test_pass: Callable, steps_per_epoch: int, clock: Callable[[], float],
-                 every_steps: int = 0, target_accuracy: float = 0.0, max_steps: int = 0,
-                 out: TextIO = sys.stdout, start_step: int = 0,
+    def __init__(self, *, test_pass: Callable, steps_per_epoch: int,
+                 clock: Callable[[], float], every_steps: int = 0,
+                 target_accuracy: float = 0.0, out: TextIO = sys.stdout, start_step: int = 0,
                  history: list[Evaluation] | None = None, eval_time_s: float = 0.0):
         super().__init__(start_step)
         self.test_pass = test_pass
@@ -122,21 +134,15 @@ class EvaluateAndStop(StepCallback):
         self.clock = clock
         self.every_steps = every_steps
         self.target_accuracy = target_accuracy
-        self.max_steps = max_steps
         self.out = out
         self.history = list(history or [])
         self.eval_time_s = eval_time_s
         self.last_pass = None
 
     def on_steps_end(self, logs):
-        loss = float(logs.get("loss", 0.0))
-        if not math.isfinite(loss):
-            raise NumericalError(f"the training loss is {loss} at step {self.step}")
         if self._due() and not self.ends_epoch:
             # Mid-epoch, the progress bar is mid-line: start on a fresh one.
             self.evaluate(newline=self.params.get("verbose") == 1)
-        if self.max_steps and self.step >= self.max_steps:
-            self.stop()
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.every_steps or self._due():
@@ -145,18 +151,9 @@ class EvaluateAndStop(StepCallback):
     def _due(self) -> bool:
         return bool(self.every_steps) and self.step % self.every_steps == 0
 
-    def stop(self) -> None:
-        if self.model is not None:  # None when the run resumed with nothing left to train.
-            self.model.stop_training = True
-
     def reached_target(self) -> bool:
         return bool(self.target_accuracy and self.history
                     and self.history[-1].accuracy >= self.target_accuracy)
-
-    def finished(self, epochs: int) -> bool:
-        """True once the run has nothing left to train."""
-        return (self.reached_target() or bool(self.max_steps and self.step >= self.max_steps)
-                or self.step >= epochs * self.steps_per_epoch)
 
     def evaluate(self, newline: bool = False) -> Evaluation:
         """The evaluation at the current step: run and printed once per step (after a
@@ -182,7 +179,8 @@ class EvaluateAndStop(StepCallback):
         )
         if self.reached_target():
             print(f"reached target accuracy {self.target_accuracy}: stopping", file=self.out)
-            self.stop()
+            if self.model is not None:  # None when the run resumed with nothing to train.
+                self.model.stop_training = True
         return result
 
 
@@ -245,118 +243,3 @@ class Backup(StepCallback):
             self.sync_model()
             self._save(self.model)
             self._saved_step = self.step
-
-
-class TensorBoardLog(StepCallback):
-    """A run's curves for `tensorboard --logdir`, at the run's step numbers: after every call
-    into TensorFlow, the training loss and accuracy, the learning rate and the steady
-    samples/s (logdir/train, with the training-step graph); at each evaluation, test accuracy
-    and loss (logdir/test).
-
-    The training loop only notes the values; `write()` writes them, and is called before each
-    backup and by `finish()` at the end. So the loop never waits for a file, and a killed run
-    loses nothing written before its last backup. A resumed run first drops what its killed
-    predecessor wrote after the backup it resumes from, so that no step is drawn twice.
-
-    `evaluations()` gives the run's evaluations so far; `samples_per_s()` its steady speed;
-    `learning_rate(step)` the rate at a step. `graph`: also draw the training step."""
-
-    def __init__(self, logdir: str, evaluations: Callable[[], list[Evaluation]],
-                 samples_per_s: Callable[[], float | None],
-                 learning_rate: Callable[[int], float], start_step: int = 0,
-                 graph: bool = True):
-        super().__init__(start_step)
-        self.logdir = logdir
-        self.evaluations = evaluations
-        self.samples_per_s = samples_per_s
-        self.learning_rate = learning_rate
-        self._start_step = start_step
-        self._writers = {}
-        self._pending: list[tuple[int, dict[str, float]]] = []
-        self._evaluations_written = None
-        self._graph_pending = graph
-
-    def _open(self) -> None:
-        if self._writers:
-            return
-        for name in ("train", "test"):
-            directory = os.path.join(self.logdir, name)
-            _drop_steps_after(directory, self._start_step)
-            self._writers[name] = tf.summary.create_file_writer(directory)
-        # Those of earlier sessions are written.
-        self._evaluations_written = sum(e.step <= self._start_step for e in self.evaluations())
-
-    def on_steps_end(self, logs):
-        values = {name: float(logs[name]) for name in ("loss", "accuracy") if name in logs}
-        values["learning_rate"] = self.learning_rate(self.step)
-        rate = self.samples_per_s()
-        if rate:
-            values["steady_samples_per_s"] = rate
-        self._pending.append((self.step, values))
-
-    def write(self) -> None:
-        """Writes what was noted since the last write, and flushes both files; a file that
-        cannot be written is an OSError naming the log directory."""
-        try:
-            self._write()
-        except tf.errors.OpError as e:  # TensorFlow's file errors are not OSErrors.
-            raise as_os_error(e, self.logdir) from None
-
-    def _write(self) -> None:
-        self._open()
-        if self._graph_pending and self.model is not None and self._pending:
-            # Once the optimizer is built (after a step), tracing creates nothing.
-            graphs.write_tensorboard_graph(self.model, os.path.join(self.logdir, "train"))
-            self._graph_pending = False
-        for step, values in self._pending:
-            with self._writers["train"].as_default(step=step):
-                for tag, value in values.items():
-                    tf.summary.scalar(tag, value)
-        self._pending = []
-        evaluations = self.evaluations()
-        for evaluation in evaluations[self._evaluations_written:]:
-            with self._writers["test"].as_default(step=evaluation.step):
-                tf.summary.scalar("accuracy", evaluation.accuracy)
-                tf.summary.scalar("loss", evaluation.loss)
-        self._evaluations_written = len(evaluations)
-        for writer in self._writers.values():
-            writer.flush()
-
-    def finish(self) -> None:
-        """Writes what is not written yet and closes the files."""
-        self.write()
-        for writer in self._writers.values():
-            writer.close()
-
-
-def as_os_error(error: "tf.errors.OpError", path: str) -> OSError:
-    """TensorFlow's error writing `path` as the OSError a file write would have raised."""
-    code = errno.ENOSPC if "No space left" in error.message else errno.EIO
-    return OSError(code, os.strerror(code), path)
-
-
-def _drop_steps_after(directory: str, step: int) -> None:
-    """Rewrites the event files in `directory` without their events after `step`: those of
-    steps that a resumed run trains again."""
-    for path in sorted(glob.glob(os.path.join(directory, "events.out.tfevents.*"))):
-        events = _read_events(path)
-        if all(event.step <= step for event in events):
-            continue
-
-        def write(tmp, kept=[e for e in events if e.step <= step]):
-            with tf.io.TFRecordWriter(tmp) as records:
-                for event in kept:
-                    records.write(event.SerializeToString())
-
-        files.write_via_tmp(path, write)
-
-
-def _read_events(path: str) -> list:
-    """The whole events of an event file; a record cut short by a kill is left out."""
-    events = []
-    try:
-        for event in tf.compat.v1.train.summary_iterator(path):
-            events.append(event)
-    except tf.errors.DataLossError:
-        pass
-    return events

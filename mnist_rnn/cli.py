@@ -58,6 +58,15 @@ def define_saved_model_xla_flag(flag_values: flags.FlagValues = FLAGS) -> None:
                       "with --xla_cpu_compilation_enabled=true).", flag_values=flag_values)
 
 
+def register_checks(flag_values: flags.FlagValues = FLAGS) -> None:
+    """Checks each flag named like a TrainConfig field as TrainConfig checks it
+    (config.CHECKS), once the flags are parsed."""
+    for name, (test, must) in config.CHECKS.items():
+        if name in flag_values:
+            flags.register_validator(name, test, f"--{name} must {must}",
+                                     flag_values=flag_values)
+
+
 def run(main: Callable[[list[str]], int | None],
         define_flags: Callable[[flags.FlagValues], None], takes_args: bool = False,
         before_tensorflow: Callable[[], None] | None = None) -> None:

@@ -5,6 +5,10 @@ Imports nothing heavy, so that the commands check their flags before TensorFlow 
 """
 
 import dataclasses
+import math
+from typing import Callable
+
+from mnist_rnn.errors import UserError, setting
 
 SIDE = 28  # MNIST images are SIDE x SIDE pixels...
 PIXELS = SIDE * SIDE
@@ -25,6 +29,39 @@ def legacy_keras_requested(environ) -> bool:
 def valid_timesteps() -> list[int]:
     """Every sequence length that splits a 784-pixel image into equal steps."""
     return [t for t in range(1, PIXELS + 1) if PIXELS % t == 0]
+
+
+# What a TrainConfig field must be: (test, what it must do, as said after "must "). TrainConfig
+# checks them, and so do the flags of the same names, before TensorFlow loads.
+CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "rnn": (lambda v: v in RNNS, f"be one of {', '.join(RNNS)}"),
+    "units": (lambda v: v >= 1, "be at least 1"),
+    "timesteps": (lambda v: v in valid_timesteps(), f"divide 784: one of {valid_timesteps()}"),
+    "batch_size": (lambda v: v >= 1, "be at least 1"),
+    "learning_rate": (lambda v: math.isfinite(v) and v > 0, "be a finite number > 0"),
+    "lr_schedule": (lambda v: v in LR_SCHEDULES, f"be one of {', '.join(LR_SCHEDULES)}"),
+    "epochs": (lambda v: v >= 1, "be at least 1"),
+    "max_steps": (lambda v: v >= 0, "be 0 (no limit) or more"),
+    "eval_every_steps": (lambda v: v >= 0, "be 0 (each epoch) or more"),
+    "target_accuracy": (lambda v: 0 <= v <= 1, "be between 0 (off) and 1"),
+    "dataset": (lambda v: v in DATASETS, f"be one of {', '.join(DATASETS)}"),
+    "model_dir": (lambda v: v is None or v.strip() != "",
+                  "name a directory (or be left out: runs/RNN)"),
+    "saved_model_xla": (lambda v: v in SAVED_MODEL_XLA, f"be one of {', '.join(SAVED_MODEL_XLA)}"),
+    "steps_per_execution": (lambda v: v >= 1, "be at least 1"),
+    "distribution_strategy": (lambda v: v in STRATEGIES, f"be one of {', '.join(STRATEGIES)}"),
+    "backup_every_steps": (lambda v: v >= 0, "be 0 (at each evaluation) or more"),
+    "verbose": (lambda v: v in (0, 1, 2), "be 0, 1 or 2"),
+}
+STATIC_FIXED_LENGTH = ("the static model is unrolled into one fixed sequence length, so it "
+                       "cannot run sequences of their own lengths")
+
+
+def check(name: str, value) -> None:
+    """Raises a UserError naming `name` unless `value` passes its CHECKS entry."""
+    test, must = CHECKS[name]
+    if not test(value):
+        raise UserError(f"{setting(name, value)}: {setting(name)} must {must}")
 
 
 @dataclasses.dataclass
@@ -66,10 +103,20 @@ class TrainConfig:
     dry_run: bool = False
 
     def __post_init__(self):
+        for name in CHECKS:
+            check(name, getattr(self, name))
+        if self.variable_length and self.rnn == "static":
+            raise UserError(f"{setting('variable_length', True)} needs "
+                            f"{setting('rnn', 'dynamic')}: {STATIC_FIXED_LENGTH}")
         if self.model_dir is None:
             self.model_dir = f"runs/{self.rnn}"
         if self.dry_run:
             self.max_steps, self.epochs = 2, 1
+
+    def last_step(self, steps_per_epoch: int) -> int:
+        """The step the run ends at, unless it reaches target_accuracy first."""
+        last = self.epochs * steps_per_epoch
+        return min(last, self.max_steps) if self.max_steps else last
 
 
 # Settings that may change between a run and its resumption: where files go, what is shown, and

@@ -24,7 +24,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from mnist_rnn import sample  # noqa: F401  Registers the `mnist_sample` TFDS builder.
-from mnist_rnn.config import DATASETS, PIXELS, valid_timesteps
+from mnist_rnn.config import DATASETS, PIXELS, TrainConfig, check
 from mnist_rnn.errors import DatasetUnavailableError, setting
 from mnist_rnn.sequences import sequence_length, to_sequences
 # Where TFDS downloads MNIST from; probed before any download so that an offline machine
@@ -261,6 +261,12 @@ def _quietly(call):
         logging.set_verbosity(verbosity)
 
 
+def load_for(config: TrainConfig, name: str) -> Datasets:
+    """The train and test pipelines of dataset `name` (resolved) as `config` wants them."""
+    return load_datasets(name, config.timesteps, config.batch_size, config.seed,
+                         config.data_dir, config.variable_length, mnist_dir=config.mnist_dir)
+
+
 def load_datasets(name: str, timesteps: int = 28, batch_size: int = 100, seed: int = 0,
                   data_dir: str | None = None, variable_length: bool = False,
                   out: TextIO = sys.stdout, mnist_dir: str | None = None) -> Datasets:
@@ -269,9 +275,7 @@ def load_datasets(name: str, timesteps: int = 28, batch_size: int = 100, seed: i
     variable_length: batches of training sequences of similar length (without blank leading
     and trailing steps), for a model that strips and masks them (model.build_model).
     mnist_dir: the published MNIST files, from which `mnist` is prepared if it is not yet."""
-    if timesteps not in valid_timesteps():
-        raise ValueError(
-            f"timesteps={timesteps} does not divide {PIXELS}: use one of {valid_timesteps()}")
+    check("timesteps", timesteps)
     if name == "mnist_sample":
         prepare_sample(data_dir, out)
     elif mnist_dir is not None:

@@ -39,10 +39,10 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
                 f"{setting('distribution_strategy', name)} needs Keras 2 or JAX: Keras 3's "
                 "fit does not support MultiWorkerMirroredStrategy yet; pip install "
                 "'mnist_rnn[keras2]' and set TF_USE_LEGACY_KERAS=1, or run on JAX with "
-                "KERAS_BACKEND=jax (see the README, \"Several machines\")")
+                "KERAS_BACKEND=jax (see docs/runtimes.md)")
         if not os.environ.get("TF_CONFIG"):
             raise UserError(f"{setting('distribution_strategy', name)} needs TF_CONFIG: see "
-                            "the README, \"Several machines\"")
+                            "docs/runtimes.md")
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
@@ -60,7 +60,7 @@ def _start_jax_processes(name: str) -> None:
     missing = [v for v in JAX_PROCESS_VARIABLES if not os.environ.get(v)]
     if missing:
         raise UserError(f"{setting('distribution_strategy', name)} on JAX needs "
-                        f"{', '.join(missing)}: see the README, \"Several machines\"")
+                        f"{', '.join(missing)}: see docs/runtimes.md")
     import jax
 
     keras.distribution.initialize()  # Before any JAX computation.

@@ -22,14 +22,14 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 def main(argv):
     del argv
     # TensorFlow loads once the flags are valid.
-    from mnist_rnn import data, files, report, serving
+    from mnist_rnn import data, files, predictor, report
 
-    predictor = serving.load(FLAGS.model)
+    model = predictor.load(FLAGS.model)
     name = data.resolve_dataset(FLAGS.dataset, FLAGS.data_dir, mnist_dir=FLAGS.mnist_dir)
-    datasets = data.load_datasets(name, predictor.timesteps, batch_size=500,
+    datasets = data.load_datasets(name, model.timesteps, batch_size=500,
                                   data_dir=FLAGS.data_dir, mnist_dir=FLAGS.mnist_dir)
     evaluation, error_images = report.build_report(
-        report.test_pass(predictor, datasets.test, steps=True), predictor.path, name,
+        report.test_pass(model, datasets.test, steps=True), model.path, name,
         datasets.test)
     print(report.format_report(evaluation))
     if FLAGS.output_dir:

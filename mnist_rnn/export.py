@@ -33,19 +33,18 @@ def main(argv):
     if not (FLAGS.tflite or FLAGS.saved_model):
         sys.exit("error: nothing to export: add --tflite, --saved_model or both")
     # TensorFlow loads once the flags are valid.
-    from mnist_rnn import files, sample, serving, tflite, trainer
+    from mnist_rnn import files, predictor, rundir, sample, saved_model, tflite
 
     output_dir = FLAGS.output_dir or os.path.dirname(os.path.abspath(FLAGS.model))
     files.ensure_writable_dir(output_dir, "output_dir")
-    model = serving.load_keras_model(FLAGS.model)
+    model = predictor.load_keras_model(FLAGS.model)
     images, labels = sample.load_arrays()
     check_digits = images[sample.split_indices(labels, "test")[::5]]
-    written = trainer.export(model, output_dir, FLAGS.saved_model, FLAGS.tflite, check_digits,
-                             FLAGS.saved_model_xla)
-    if "saved_model" in written:
-        print(f"{os.path.join(output_dir, trainer.SAVED_MODEL_DIR)}: SavedModel, "
-              f"{serving.describe_export(written['saved_model'])}")
-    for info in written.get("tflite", []):
+    if FLAGS.saved_model:
+        path = os.path.join(output_dir, rundir.SAVED_MODEL_DIR)
+        info = saved_model.write(model, path, FLAGS.saved_model_xla)
+        print(f"{path}: SavedModel, {saved_model.describe_export(info)}")
+    for info in tflite.export(model, output_dir, check_digits) if FLAGS.tflite else []:
         print(tflite.describe_line({**info, "file": os.path.join(output_dir, info["file"])}))
 
 

@@ -2,6 +2,7 @@
 directory and renamed into place, so a crash mid-write never replaces a good file."""
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -244,3 +245,10 @@ def native_stderr_without(noise: re.Pattern):
             for line in caught.read().decode(errors="replace").splitlines(keepends=True):
                 if not noise.match(line):
                     sys.stderr.write(line)
+
+
+def as_os_error(error: Exception, path: str) -> OSError:
+    """TensorFlow's error (a tf.errors.OpError) writing `path` as the OSError a file write
+    would have raised."""
+    code = errno.ENOSPC if "No space left" in str(error) else errno.EIO
+    return OSError(code, os.strerror(code), path)

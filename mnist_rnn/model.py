@@ -6,7 +6,8 @@ from typing import Callable
 
 from mnist_rnn import compat, sequences
 from mnist_rnn.compat import keras
-from mnist_rnn.config import NUM_CLASSES, PIXELS, RNNS
+from mnist_rnn.config import NUM_CLASSES, PIXELS, STATIC_FIXED_LENGTH, TrainConfig, check
+from mnist_rnn.errors import UserError, setting
 
 
 @keras.saving.register_keras_serializable(package="mnist_rnn")
@@ -30,13 +31,11 @@ def build_model(rnn: str, units: int, timesteps: int, features: int, seed: int |
     variable_length (dynamic only): each sequence runs for its own length, without its blank
     leading and trailing steps, like `sequence_length` in tf.nn.dynamic_rnn.
     """
-    if rnn not in RNNS:
-        raise ValueError(f"unknown rnn {rnn!r}: use one of {', '.join(RNNS)}")
+    check("rnn", rnn)
     static = rnn == "static"
     if variable_length and static:
-        raise ValueError(
-            "variable_length needs rnn='dynamic': the static model is unrolled into one fixed "
-            "sequence length, so it cannot run sequences of their own lengths")
+        raise UserError(f"{setting('variable_length', True)} needs "
+                        f"{setting('rnn', 'dynamic')}: {STATIC_FIXED_LENGTH}")
     inputs = keras.Input(shape=(timesteps if static else None, features), name="sequences")
     x = inputs
     if variable_length:
@@ -54,6 +53,32 @@ def build_model(rnn: str, units: int, timesteps: int, features: int, seed: int |
         NUM_CLASSES, kernel_initializer=keras.initializers.GlorotUniform(seed=seed), name="logits"
     )(hidden)
     return keras.Model(inputs, logits, name=f"{rnn}_lstm")
+
+
+def seed(value: int, deterministic: bool = True) -> None:
+    """Seeds weights and data order; `deterministic`: also the ops (TensorFlow's op
+    determinism), so that the same seed on the same machine gives the same numbers."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(value)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def build_for(config: TrainConfig, datasets, steps_per_execution: int,
+              accuracy: bool = True) -> keras.Model:
+    """The compiled model `config` describes, for the sequences of `datasets` (a
+    data.Datasets). accuracy: also track training accuracy (the progress bar's)."""
+    model = build_model(config.rnn, config.units, datasets.timesteps, datasets.features,
+                        seed=config.seed, variable_length=config.variable_length)
+    return compile_model(model, schedule_for(config, datasets.steps_per_epoch),
+                         config.jit_compile, steps_per_execution, accuracy)
+
+
+def schedule_for(config: TrainConfig, steps_per_epoch: int):
+    """The learning rate `config` asks for, over the run's steps (see learning_rate)."""
+    return learning_rate(config.learning_rate, config.lr_schedule,
+                         config.last_step(steps_per_epoch))
 
 
 def learning_rate(initial: float, schedule: str = "constant", total_steps: int = 1):

@@ -41,22 +41,22 @@ def main(argv):
     paths = argv[1:]
     if not paths:
         sys.exit("error: no images given: python -m mnist_rnn.predict --model=PATH IMAGE...")
-    from mnist_rnn import files, serving  # TensorFlow loads once the flags are valid.
+    from mnist_rnn import answers, files, predictor  # TensorFlow loads once flags are valid.
 
     if FLAGS.per_step and FLAGS.output_dir:
         files.ensure_writable_dir(FLAGS.output_dir, "output_dir")
     used = set()  # Chart paths written.
-    predictor = serving.load(FLAGS.model, eager=True)  # One call: tracing would cost more.
+    model = predictor.load(FLAGS.model, eager=True)  # One call: tracing would cost more.
     results = []
-    for chunk, digits in serving.predict_files(predictor, paths, FLAGS.invert, FLAGS.top_k,
+    for chunk, digits in answers.predict_files(model, paths, FLAGS.invert, FLAGS.top_k,
                                                FLAGS.per_step):  # Shown as they come.
         if FLAGS.per_step:
             _write_charts(chunk, digits, FLAGS.output_dir, used)
         for result in chunk:
             if "error" in result:
-                print(serving.format_result(result), file=sys.stderr, flush=True)
+                print(answers.format_result(result), file=sys.stderr, flush=True)
             elif not FLAGS.json:
-                print(serving.format_result(result), flush=True)
+                print(answers.format_result(result), flush=True)
         results += chunk
     if FLAGS.json:
         print(json.dumps(results, indent=2))

@@ -4,12 +4,11 @@ Flags only: the work is `trainer.train_and_evaluate`.
 """
 
 import dataclasses
-import math
 
 from absl import flags
 
 from mnist_rnn import cli
-from mnist_rnn.config import LR_SCHEDULES, RNNS, STRATEGIES, TrainConfig, valid_timesteps
+from mnist_rnn.config import LR_SCHEDULES, RNNS, STATIC_FIXED_LENGTH, STRATEGIES, TrainConfig
 
 FLAGS = flags.FLAGS
 
@@ -22,29 +21,27 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                       "static: LSTM(unroll=True), one cell copy per timestep, fixed length "
                       "(tf.nn.static_rnn). dynamic: LSTM(unroll=False), one cell in a loop, "
                       "any length (tf.nn.dynamic_rnn).", **fv)
-    flags.DEFINE_integer("units", d.units, "LSTM units (hidden state size).", lower_bound=1,
+    flags.DEFINE_integer("units", d.units, "LSTM units (hidden state size).",
                          **fv)
     flags.DEFINE_integer("timesteps", d.timesteps,
                          "Steps per image; each step reads 784/timesteps pixels. 28: one row "
                          "per step; 784: pixel by pixel. Must divide 784.", **fv)
-    flags.DEFINE_integer("batch_size", d.batch_size, "Training and test batch size.",
-                         lower_bound=1, **fv)
+    flags.DEFINE_integer("batch_size", d.batch_size, "Training and test batch size.", **fv)
     flags.DEFINE_float("learning_rate", d.learning_rate, "Adam learning rate (> 0).", **fv)
     flags.DEFINE_enum("lr_schedule", d.lr_schedule, LR_SCHEDULES,
                       "constant: --learning_rate throughout. cosine: Keras's CosineDecay from "
                       "--learning_rate to 0 over the run (--epochs, or --max_steps if fewer); "
                       "large early steps, fine late ones.", **fv)
-    flags.DEFINE_integer("epochs", d.epochs, "Passes over the training set.", lower_bound=1,
+    flags.DEFINE_integer("epochs", d.epochs, "Passes over the training set.",
                          **fv)
     flags.DEFINE_integer("max_steps", d.max_steps,
-                         "Stop after this many training steps (0: no limit).", lower_bound=0,
+                         "Stop after this many training steps (0: no limit).",
                          **fv)
     flags.DEFINE_integer("eval_every_steps", d.eval_every_steps,
-                         "Evaluate on the test set every N steps (0: once per epoch).",
-                         lower_bound=0, **fv)
+                         "Evaluate on the test set every N steps (0: once per epoch).", **fv)
     flags.DEFINE_float("target_accuracy", d.target_accuracy,
                        "Stop, save and export as soon as test accuracy reaches this (0: off).",
-                       lower_bound=0.0, upper_bound=1.0, **fv)
+                       **fv)
     flags.DEFINE_string("model_dir", None,
                         "Where model.keras, saved_model/ and metrics.json go (default: "
                         "runs/RNN).", **fv)
@@ -60,7 +57,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_integer("steps_per_execution", d.steps_per_execution,
                          "Training steps per call into TensorFlow (fewer Python round trips); "
                          "lowered to its largest divisor that keeps every evaluation, backup "
-                         "and --max_steps exact; 1 with several replicas.", lower_bound=1, **fv)
+                         "and --max_steps exact; 1 with several replicas.", **fv)
     flags.DEFINE_enum("distribution_strategy", d.distribution_strategy, STRATEGIES,
                       "auto: MirroredStrategy over all GPUs when there are two or more, else "
                       "the default strategy. one_device: the first GPU, else the CPU. mirrored: "
@@ -74,7 +71,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                       "batches are bucketed by length, padded per batch and masked.", **fv)
     flags.DEFINE_integer("backup_every_steps", d.backup_every_steps,
                          "Back up for resumption every N steps (0: at each evaluation); always "
-                         "at each epoch end.", lower_bound=0, **fv)
+                         "at each epoch end.", **fv)
     flags.DEFINE_bool("overwrite", d.overwrite,
                       "Start over instead of resuming the run in --model_dir.", **fv)
     flags.DEFINE_bool("tensorboard", d.tensorboard,
@@ -86,19 +83,11 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                       "--epochs=1).", **fv)
     cli.define_dataset_flags(flag_values)
 
-    flags.register_validator(
-        "timesteps", lambda t: t in valid_timesteps(),
-        f"--timesteps must divide 784: one of {valid_timesteps()}", **fv)
-    flags.register_validator("learning_rate", lambda lr: math.isfinite(lr) and lr > 0,
-                             "--learning_rate must be a finite number > 0", **fv)
-    flags.register_validator("model_dir", lambda d: d is None or d.strip() != "",
-                             "--model_dir must name a directory (or be left out: runs/RNN)",
-                             **fv)
+    cli.register_checks(flag_values)
     flags.register_multi_flags_validator(
         ["rnn", "variable_length"],
         lambda f: not (f["variable_length"] and f["rnn"] == "static"),
-        "--variable_length needs --rnn=dynamic: the static model is unrolled into one fixed "
-        "sequence length, so it cannot run sequences of their own lengths", **fv)
+        f"--variable_length needs --rnn=dynamic: {STATIC_FIXED_LENGTH}", **fv)
 
 
 def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> TrainConfig:

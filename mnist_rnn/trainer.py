@@ -18,16 +18,15 @@ from typing import TextIO
 
 import tensorflow as tf
 
-from mnist_rnn import (checkpoint, compat, data, distribute, files, report, rundir, serving,
-                       tflite)
-from mnist_rnn.callbacks import (Backup, EvaluateAndStop, Evaluation, StepTimer, StopOnSignal,
-                                 TensorBoardLog, as_os_error)
+from mnist_rnn import (checkpoint, compat, data, distribute, files, predictor, report, rundir,
+                       saved_model, tflite)
+from mnist_rnn.callbacks import Backup, Evaluation, Evaluator, Guard, StepTimer, StopOnSignal
 from mnist_rnn.compat import keras
 from mnist_rnn.config import TrainConfig, run_defining
 from mnist_rnn.errors import Interrupted, NumericalError, UserError, setting
-from mnist_rnn.model import build_model, compile_model, learning_rate, learning_rate_at
-
+from mnist_rnn.model import build_for, learning_rate_at, schedule_for, seed
 from mnist_rnn.rundir import LOGS_DIR, METRICS_FILE, MODEL_FILE, SAVED_MODEL_DIR
+from mnist_rnn.tensorboard import TensorBoardLog
 
 
 @dataclasses.dataclass
@@ -99,10 +98,10 @@ def _train(run: _Run, clock: Clock, out: TextIO) -> tuple[keras.Model, dict]:
     config = run.config
     with clock.phase("data"):
         seed(config.seed)
-        run.datasets = run.datasets or load_datasets(config, run.dataset_name)
+        run.datasets = run.datasets or data.load_for(config, run.dataset_name)
     with clock.phase("build"), run.strategy.scope():
         # Keras 3 fails to run several steps per call over replicas: one step each there.
-        run.model = build(config, run.datasets, steps_per_execution=(
+        run.model = build_for(config, run.datasets, steps_per_execution=(
             execution_steps(config, run.datasets.steps_per_epoch, run.start_step)
             if run.strategy.num_replicas_in_sync == 1 else 1))
         if run.state:
@@ -120,7 +119,7 @@ def _train(run: _Run, clock: Clock, out: TextIO) -> tuple[keras.Model, dict]:
     metrics = _metrics(run, timer, evaluator, final)
     _write_outputs(run, metrics, evaluator.last_pass, clock)
     if "saved_model" in metrics:
-        print(f"SavedModel: {serving.describe_export(metrics['saved_model'])}", file=out)
+        print(f"SavedModel: {saved_model.describe_export(metrics['saved_model'])}", file=out)
     for info in metrics.get("tflite", []):
         print(tflite.describe_line(info), file=out)
     if not run.chief:
@@ -167,39 +166,6 @@ def _prepare(config: TrainConfig, datasets: data.Datasets | None,
                 handed_over=bool(state) or not chief)
 
 
-def seed(value: int, deterministic: bool = True) -> None:
-    """Seeds weights and data order; `deterministic`: also the ops (TensorFlow's op
-    determinism), so that the same seed on the same machine gives the same numbers."""
-    keras.utils.set_random_seed(value)
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
-
-
-def load_datasets(config: TrainConfig, name: str) -> data.Datasets:
-    """The train and test pipelines of dataset `name` (resolved) as `config` wants them."""
-    return data.load_datasets(name, config.timesteps, config.batch_size, config.seed,
-                              config.data_dir, config.variable_length,
-                              mnist_dir=config.mnist_dir)
-
-
-def build(config: TrainConfig, datasets: data.Datasets, steps_per_execution: int,
-          accuracy: bool = True) -> keras.Model:
-    """The compiled model `config` describes, for sequences of `datasets`. accuracy: also
-    track training accuracy (the progress bar's)."""
-    model = build_model(config.rnn, config.units, datasets.timesteps, datasets.features,
-                        seed=config.seed, variable_length=config.variable_length)
-    return compile_model(model, schedule(config, datasets), config.jit_compile,
-                         steps_per_execution, accuracy)
-
-
-def schedule(config: TrainConfig, datasets: data.Datasets):
-    """The learning rate `config` asks for, over the run's steps (see model.learning_rate)."""
-    total = config.epochs * datasets.steps_per_epoch
-    if config.max_steps:
-        total = min(total, config.max_steps)
-    return learning_rate(config.learning_rate, config.lr_schedule, total)
-
-
 def _describe(run: _Run) -> str:
     config, datasets = run.config, run.datasets
     text = (f"Training the {config.rnn} LSTM ({config.units} units, "
@@ -221,33 +187,35 @@ def execution_steps(config: TrainConfig, steps_per_epoch: int, start_step: int) 
     return math.gcd(config.steps_per_execution, *[e for e in events if e])
 
 
-def _fit(run: _Run, out: TextIO) -> tuple[StepTimer, EvaluateAndStop, TensorBoardLog | None]:
+def _fit(run: _Run, out: TextIO) -> tuple[StepTimer, Evaluator, TensorBoardLog | None]:
     """Trains from the run's start step to its end; returns its timer, its evaluator and its
     TensorBoard log (None when off)."""
     config, datasets, state = run.config, run.datasets, run.state or {}
     timer = StepTimer(run.start_step, elapsed_before=state.get("wall_time_s", 0.0),
                       first_step_s=state.get("time_to_first_step_s"))
-    predictor = serving.from_keras_model(run.model, os.path.join(run.out_dir, MODEL_FILE))
-    evaluator = EvaluateAndStop(
-        lambda: report.test_pass(predictor, datasets.test, steps=True),
-        datasets.steps_per_epoch,
-        timer.elapsed, config.eval_every_steps, config.target_accuracy, config.max_steps, out,
-        run.start_step, [Evaluation(**e) for e in state.get("evaluations", [])],
-        state.get("eval_time_s", 0.0))
+    in_memory = predictor.from_keras_model(run.model, os.path.join(run.out_dir, MODEL_FILE))
+    evaluator = Evaluator(
+        test_pass=lambda: report.test_pass(in_memory, datasets.test, steps=True),
+        steps_per_epoch=datasets.steps_per_epoch, clock=timer.elapsed,
+        every_steps=config.eval_every_steps, target_accuracy=config.target_accuracy, out=out,
+        start_step=run.start_step,
+        history=[Evaluation(**e) for e in state.get("evaluations", [])],
+        eval_time_s=state.get("eval_time_s", 0.0))
     tensorboard = TensorBoardLog(
         os.path.join(run.out_dir, LOGS_DIR), lambda: evaluator.history,
         lambda: _steady_samples_per_s(timer, datasets),
-        functools.partial(learning_rate_at, schedule(config, datasets)),
+        functools.partial(learning_rate_at, schedule_for(config, datasets.steps_per_epoch)),
         run.start_step, graph=compat.HAS_TF_GRAPHS and distribute.is_default(run.strategy),
     ) if config.tensorboard and run.chief else None
     backup = Backup(config.backup_every_steps or config.eval_every_steps,
                     lambda model: _back_up(run, model, _state(run, timer, evaluator),
                                            tensorboard), run.start_step)
-    if evaluator.finished(config.epochs):
+    if evaluator.reached_target() or run.start_step >= config.last_step(datasets.steps_per_epoch):
         return timer, evaluator, tensorboard
     stopper = StopOnSignal(run.start_step)
     try:
-        callbacks = [timer, evaluator, tensorboard, backup, stopper]
+        callbacks = [timer, Guard(max_steps=config.max_steps, start_step=run.start_step),
+                     evaluator, tensorboard, backup, stopper]
         if config.verbose:
             callbacks.insert(0, compat.progress_bar())
         with stopper.caught():
@@ -304,7 +272,7 @@ def _fit_epochs(run: _Run, callbacks: list) -> None:
                       epochs=config.epochs, steps_per_epoch=steps, **fit)
 
 
-def _state(run: _Run, timer: StepTimer, evaluator: EvaluateAndStop) -> dict:
+def _state(run: _Run, timer: StepTimer, evaluator: Evaluator) -> dict:
     """What a backup records besides the weights."""
     return {
         "step": evaluator.step,
@@ -338,7 +306,7 @@ def _steady_samples_per_s(timer: StepTimer, datasets: data.Datasets) -> float | 
     return steady * datasets.train_size / datasets.steps_per_epoch if steady else None
 
 
-def _metrics(run: _Run, timer: StepTimer, evaluator: EvaluateAndStop,
+def _metrics(run: _Run, timer: StepTimer, evaluator: Evaluator,
              final: Evaluation) -> dict:
     """metrics.json: the settings, the data, every evaluation and the timings."""
     config, datasets = run.config, run.datasets
@@ -384,8 +352,11 @@ def _write_outputs(run: _Run, metrics: dict, final_pass: report.TestPass, clock:
         check_digits = (report.test_images(run.datasets.test,
                                            range(min(200, run.datasets.test_size)))
                         if config.export_tflite else None)
-        metrics.update(export(run.model, run.out_dir, config.export, config.export_tflite,
-                              check_digits, config.saved_model_xla))
+        if config.export:
+            metrics["saved_model"] = saved_model.write(
+                run.model, os.path.join(run.out_dir, SAVED_MODEL_DIR), config.saved_model_xla)
+        if config.export_tflite:
+            metrics["tflite"] = tflite.export(run.model, run.out_dir, check_digits)
     with clock.phase("report"):
         evaluation, error_images = report.build_report(
             final_pass, model_path, run.datasets.name, run.datasets.test)
@@ -393,35 +364,6 @@ def _write_outputs(run: _Run, metrics: dict, final_pass: report.TestPass, clock:
                             "model_dir")
     metrics["phase_s"] = dict(clock.seconds)  # This session's; metrics.json itself is last.
     files.write_or_fail(files.write_json, os.path.join(run.out_dir, METRICS_FILE), metrics)
-
-
-def export(model: keras.Model, out_dir: str, saved_model: bool, tflite_files: bool,
-           check_digits=None, saved_model_xla: str = "auto") -> dict:
-    """Into `out_dir`, each crash-safe: the SavedModel for serving when `saved_model`
-    (compiled by XLA per `saved_model_xla`: see serving.uses_xla), and model.tflite and
-    model_int8.tflite when `tflite_files`, checked on `check_digits` (uint8 [n, 28, 28]).
-    Returns what was written: {"saved_model": serving.export_saved_model's info, "tflite":
-    [tflite.Conversion.describe per file]}, each only when written."""
-    written = {}
-    if saved_model:
-        path = os.path.join(out_dir, SAVED_MODEL_DIR)
-        written["saved_model"] = files.write_or_fail(
-            files.replace_dir, _export_to(model, path, saved_model_xla), path)
-    if tflite_files:
-        written["tflite"] = tflite.export(model, out_dir, check_digits)
-    return written
-
-
-def _export_to(model: keras.Model, path: str, xla: str):
-    """A writer of the SavedModel into a temporary directory, for files.replace_dir; it
-    returns export_saved_model's info."""
-    def write(tmp: str) -> dict:
-        try:
-            return serving.export_saved_model(model, tmp, xla)
-        except tf.errors.OpError as e:  # TensorFlow's file errors are not OSErrors.
-            raise as_os_error(e, path) from None
-
-    return write
 
 
 def _already_finished(config: TrainConfig, state: dict,

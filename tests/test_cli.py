@@ -8,7 +8,7 @@ import pytest
 from absl import flags
 
 from helpers import HAS_JAX, ROOT, run_module, run_python
-from mnist_rnn import (checkpoint, cli, compat, distribute, errors, serving, tflite, train,
+from mnist_rnn import (checkpoint, cli, compat, distribute, errors, saved_model, tflite, train,
                        trainer)
 
 
@@ -75,9 +75,8 @@ def test_best_flagfile_reaches_its_target_on_the_sample(tmp_path, tfds_dir):
     ("--learning_rate=0", "--learning_rate must be a finite number > 0"),
         ("--learning_rate=inf", "--learning_rate must be a finite number > 0"),
         ("--model_dir=", "--model_dir must name a directory"),
-    ("--target_accuracy=1.5",
-     "--target_accuracy=1.5: 1.5 is not a number in the range [0.0, 1.0]"),
-    ("--units=0", "--units=0: 0 is not a positive integer"),
+    ("--target_accuracy=1.5", "--target_accuracy=1.5: --target_accuracy must be between 0"),
+    ("--units=0", "--units=0: --units must be at least 1"),
     ("--dataset=cifar", "value should be one of <auto|mnist|mnist_sample>"),
     ("--flagfile=no/such.flags", "no/such.flags"),
 ])
@@ -132,12 +131,12 @@ def test_each_layer_imports_only_what_it_needs():
     process); a model and its serving never need TFDS."""
     commands = ["mnist_rnn.train", "mnist_rnn.predict", "mnist_rnn.evaluate",
                 "mnist_rnn.export", "mnist_rnn.compare.__main__"]
-    result = run_python("-c", LAYERS, *commands, "mnist_rnn.model", "mnist_rnn.serving",
-                        "mnist_rnn.tflite", timeout=120)
+    serving = ["mnist_rnn.model", "mnist_rnn.saved_model", "mnist_rnn.predictor",
+               "mnist_rnn.answers", "mnist_rnn.tflite"]
+    result = run_python("-c", LAYERS, *commands, *serving, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines() == [f"{m} []" for m in commands] + [
-        "mnist_rnn.model ['tensorflow']", "mnist_rnn.serving ['tensorflow']",
-        "mnist_rnn.tflite ['tensorflow']"]
+        f"{m} ['tensorflow']" for m in serving]
 
 
 def test_the_console_shows_our_lines_keras_progress_and_nothing_else(tmp_path):
@@ -199,7 +198,7 @@ def test_what_a_backend_cannot_do_is_one_line_naming_the_way(monkeypatch):
     for refused, match in [(tflite.check_backend, "tflite export needs the TensorFlow backend"),
                            (lambda: distribute.make_strategy("mirrored"),
                             "mirrored is a tf.distribute strategy"),
-                           (lambda: serving.uses_xla(None, "off"), "only compiled signatures")]:
+                           (lambda: saved_model.uses_xla(None, "off"), "only compiled signatures")]:
         with pytest.raises(errors.UserError, match=match):
             refused()
     for name in distribute.JAX_PROCESS_VARIABLES:

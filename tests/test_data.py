@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from helpers import tmpfs
-from mnist_rnn import data, sample, sequences
+from mnist_rnn import data, errors, sample, sequences
 
 
 @pytest.mark.parametrize("timesteps", [28, 7, 196, 784])
@@ -33,7 +33,7 @@ def test_sequence_is_the_image_row_by_row():
 
 
 def test_invalid_timesteps_is_rejected(tfds_dir):
-    with pytest.raises(ValueError, match="does not divide 784"):
+    with pytest.raises(errors.UserError, match="timesteps must divide 784"):
         data.load_datasets("mnist_sample", timesteps=30, data_dir=tfds_dir)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from helpers import ROOT, run_module, run_python, tensorboard_scalars, tiny_config, tmpfs
-from mnist_rnn import checkpoint, cli, errors, files, rundir, serving, trainer
+from mnist_rnn import answers, checkpoint, cli, errors, files, predictor, rundir, trainer
 
 keras2 = pytest.mark.keras2
 
@@ -128,17 +128,17 @@ def test_a_model_path_that_is_not_a_file_is_never_read(tmp_path):
     os.mkfifo(fifo)
     for path in ("/dev/zero", str(fifo)):
         with pytest.raises(errors.ModelLoadError, match="not a regular file or directory"):
-            serving.load(path)
+            predictor.load(path)
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"garbage")
     with pytest.raises(errors.ModelLoadError) as err:
-        serving.load(str(corrupt))
+        predictor.load(str(corrupt))
     assert "File not found" not in str(err.value)
     assert "not a zip archive, which a .keras file is" in str(err.value)
 
 
 def test_one_answer_or_error_is_one_line_whatever_the_path():
-    assert serving.format_result({"file": "a\nb.png", "error": "a\nb.png: no such file"}) == (
+    assert answers.format_result({"file": "a\nb.png", "error": "a\nb.png: no such file"}) == (
         "error: a\\nb.png: no such file")
     assert errors.one_line("bad\rpath\tx") == "bad\\rpath\\tx"
 
@@ -245,7 +245,7 @@ def test_predict_answers_each_chunk_before_it_reads_the_next(trained, tmp_path):
     paths = [tmp_path / f"{name}.npy" for name in ("a", "b", "later")]
     for path in paths[:2]:
         np.save(path, digit)
-    chunks = serving.predict_files(serving.from_keras_model(model), list(map(str, paths)),
+    chunks = answers.predict_files(predictor.from_keras_model(model), list(map(str, paths)),
                                    per_step=True, chunk=2)
     first, digits = next(chunks)
     assert [r["file"] for r in first] == list(map(str, paths[:2])) and len(digits) == 2

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from mnist_rnn import errors
 from mnist_rnn.compat import keras
 from mnist_rnn.model import Description, build_model, describe, step_logits_fn
 
@@ -45,7 +46,7 @@ def test_head_reads_the_final_hidden_state():
 
 
 def test_unknown_rnn_is_rejected():
-    with pytest.raises(ValueError, match="unknown rnn 'cudnn': use one of static, dynamic"):
+    with pytest.raises(errors.UserError, match="rnn=cudnn: rnn must be one of static, dynamic"):
         build_model("cudnn", 8, 28, 28)
 
 

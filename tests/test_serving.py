@@ -13,7 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from helpers import needs_jax, needs_keras2, run_module, run_python
-from mnist_rnn import compat, errors, sample, serving
+from mnist_rnn import answers, compat, errors, predictor, sample, saved_model
 from mnist_rnn.report import CONFUSION_PNG
 from mnist_rnn.compat import keras
 from mnist_rnn.model import build_model
@@ -93,7 +93,7 @@ def test_same_predictions_in_memory_reloaded_and_savedmodel_in_a_fresh_process(
     assert served_steps.shape == (64, 28, 10)
     np.testing.assert_allclose(served_steps[:, -1], in_memory, atol=1e-5)
     for artifact in ("model.keras", "saved_model"):
-        steps = serving.load(os.path.join(config.model_dir, artifact)).step_probabilities(images)
+        steps = predictor.load(os.path.join(config.model_dir, artifact)).step_probabilities(images)
         np.testing.assert_allclose(steps, served_steps, atol=1e-5)
 
 
@@ -101,7 +101,7 @@ def export_both(model, tmp_path):
     """The signatures of `model`'s SavedModel exported plain and compiled by XLA."""
     loaded = {}
     for xla in ("off", "on"):
-        info = serving.export_saved_model(model, str(tmp_path / xla), xla)
+        info = saved_model.export_saved_model(model, str(tmp_path / xla), xla)
         assert info["xla"] == (xla == "on")
         loaded[xla] = tf.saved_model.load(str(tmp_path / xla)).signatures
     return loaded["off"], loaded["on"]
@@ -114,7 +114,7 @@ def test_compiled_signatures_equal_the_plain_graph_at_any_batch_size(rnn, tmp_pa
     plain, compiled = export_both(model, tmp_path)
     images = np.concatenate([test_digits[0], test_digits[0]])
     # Empty, between two buckets, and above the largest (run in chunks of it).
-    for n in (0, 3, serving.BATCH_BUCKETS[-1] + 1):
+    for n in (0, 3, saved_model.BATCH_BUCKETS[-1] + 1):
         digits = tf.constant(images[:n])
         sequences = tf.reshape(tf.cast(digits, tf.float32) / 255, [n, 7, 112])
         for name, kwargs in (("serving_default", dict(images=digits)),
@@ -132,9 +132,9 @@ def test_every_signature_serves_what_the_model_answers(rnn, variable_length, tmp
                                                        test_digits):
     """On either backend (on JAX, through jax2tf), at any batch size."""
     model = build_model(rnn, 8, 7, 112, seed=0, variable_length=variable_length)
-    serving.export_saved_model(model, str(tmp_path / "saved_model"))
-    served = serving.load(str(tmp_path / "saved_model"))
-    expected = serving.from_keras_model(model)
+    saved_model.export_saved_model(model, str(tmp_path / "saved_model"))
+    served = predictor.load(str(tmp_path / "saved_model"))
+    expected = predictor.from_keras_model(model)
     for n in (3, 1025):  # Within the largest bucket, and over it (in chunks).
         images = np.resize(test_digits[0], (n, 28, 28))
         sequences = images.reshape(n, 7, 112) / np.float32(255)
@@ -147,15 +147,15 @@ def test_every_signature_serves_what_the_model_answers(rnn, variable_length, tmp
 
 
 def test_xla_is_used_where_it_pays_and_refused_where_it_cannot_run():
-    assert serving.uses_xla(build_model("dynamic", 4, 784, 1))  # The loop, at any length.
-    assert serving.uses_xla(build_model("static", 4, 28, 28))
-    assert not serving.uses_xla(build_model("static", 4, 196, 4))  # Compiles for seconds.
-    assert serving.uses_xla(build_model("static", 4, 196, 4), "on")
-    assert not serving.uses_xla(build_model("dynamic", 4, 28, 28), "off")
+    assert saved_model.uses_xla(build_model("dynamic", 4, 784, 1))  # The loop, at any length.
+    assert saved_model.uses_xla(build_model("static", 4, 28, 28))
+    assert not saved_model.uses_xla(build_model("static", 4, 196, 4))  # Compiles for seconds.
+    assert saved_model.uses_xla(build_model("static", 4, 196, 4), "on")
+    assert not saved_model.uses_xla(build_model("dynamic", 4, 28, 28), "off")
     variable = build_model("dynamic", 4, 28, 28, variable_length=True)
-    assert not serving.uses_xla(variable)  # Its length per batch depends on the data.
+    assert not saved_model.uses_xla(variable)  # Its length per batch depends on the data.
     with pytest.raises(errors.UserError, match="variable-length model cannot be compiled"):
-        serving.uses_xla(variable, "on")
+        saved_model.uses_xla(variable, "on")
 
 
 COUNT_PROGRAMS = """
@@ -170,20 +170,20 @@ print(len(glob.glob(sys.argv[2] + "/*.before_optimizations.txt")))
 def test_compiled_savedmodel_runs_on_plain_tensorflow_in_bounded_programs(tmp_path):
     """In a fresh process that imports TensorFlow only, and in saved_model_cli: XLA compiles
     one program per batch size bucket reached, whatever the sizes asked."""
-    saved_model = str(tmp_path / "saved_model")
-    info = serving.export_saved_model(build_model("dynamic", 8, 28, 28, seed=0), saved_model)
+    path = str(tmp_path / "saved_model")
+    info = saved_model.export_saved_model(build_model("dynamic", 8, 28, 28, seed=0), path)
     assert info == {"xla": True, "backend": "tensorflow",
-                    "batch_buckets": list(serving.BATCH_BUCKETS)}
+                    "batch_buckets": list(saved_model.BATCH_BUCKETS)}
     sizes = [1, 2, 3, 5, 7, 1000, 1025, 1500]  # Buckets 1, 2, 4, 8 and 1024: five programs.
     env = {**os.environ, "XLA_FLAGS": f"--xla_dump_to={tmp_path / 'xla'}"}
-    counted = run_python("-c", COUNT_PROGRAMS, saved_model, tmp_path / "xla",
+    counted = run_python("-c", COUNT_PROGRAMS, path, tmp_path / "xla",
                          ",".join(map(str, sizes)), env=env, timeout=180)
     assert counted.returncode == 0, counted.stderr[-2000:]
     assert int(counted.stdout.split()[-1]) == 5
     np.save(tmp_path / "digits.npy", np.zeros([3, 28, 28], np.uint8))
     ran = subprocess.run(
         [os.path.join(os.path.dirname(sys.executable), "saved_model_cli"), "run", "--dir",
-         saved_model, "--tag_set", "serve", "--signature_def", "serve_steps", "--inputs",
+         path, "--tag_set", "serve", "--signature_def", "serve_steps", "--inputs",
          f"images={tmp_path / 'digits.npy'}"], capture_output=True, text=True, timeout=180)
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert "Result for output key probabilities" in ran.stdout
@@ -209,9 +209,9 @@ def digit_files(trained, test_digits, tmp_path):
 @pytest.mark.parametrize("artifact", ["model.keras", "saved_model"])
 def test_predict_files_gives_the_right_digits(trained, digit_files, artifact):
     config, _, _ = trained
-    predictor = serving.load(os.path.join(config.model_dir, artifact))
+    model = predictor.load(os.path.join(config.model_dir, artifact))
     paths, labels = digit_files
-    results = [r for chunk, _ in serving.predict_files(predictor, paths, top_k=3)
+    results = [r for chunk, _ in answers.predict_files(model, paths, top_k=3)
                for r in chunk]
     assert [r["class"] for r in results] == labels
     for r in results:
@@ -285,7 +285,7 @@ def broken_models(trained, tmp_path):
 def test_missing_or_corrupt_models_are_one_clear_error(broken_models):
     for name, path in broken_models.items():
         with pytest.raises(errors.ModelLoadError) as err:
-            serving.load(path)
+            predictor.load(path)
         message = str(err.value)
         assert path in message and "\n" not in message, name
 
@@ -351,11 +351,11 @@ def test_training_writes_the_same_report(trained):
 
 OTHER_KERAS_MODEL = """
 import sys
-from mnist_rnn import serving
+from mnist_rnn import saved_model
 from mnist_rnn.model import build_model
 model = build_model("dynamic", 4, 28, 28, seed=0)
 model.save(sys.argv[1] + "/model.keras")
-serving.export_saved_model(model, sys.argv[1] + "/saved_model")
+saved_model.export_saved_model(model, sys.argv[1] + "/saved_model")
 """
 
 
@@ -369,13 +369,13 @@ def test_a_model_from_the_other_keras_says_which_wrote_it_and_what_reads_it(tmp_
     written = run_python("-c", OTHER_KERAS_MODEL, tmp_path, env=other, timeout=180)
     assert written.returncode == 0, written.stderr[-2000:]
     with pytest.raises(errors.ModelLoadError) as err:
-        serving.load(str(tmp_path / "model.keras"))
+        predictor.load(str(tmp_path / "model.keras"))
     message = str(err.value)
     assert f"written by Keras {'3' if compat.LEGACY else '2'}." in message and "\n" not in message
     assert ("unset TF_USE_LEGACY_KERAS" if compat.LEGACY else "TF_USE_LEGACY_KERAS=1") in message
     assert "saved_model/" in message
     # ...and the SavedModel beside it does load, whichever Keras wrote it.
-    probabilities = serving.load(str(tmp_path / "saved_model")).probabilities(test_digits[0][:4])
+    probabilities = predictor.load(str(tmp_path / "saved_model")).probabilities(test_digits[0][:4])
     assert probabilities.shape == (4, 10)
 
 
@@ -391,13 +391,13 @@ def test_a_model_keras_reads_the_same_on_the_other_backend(tmp_path, test_digits
     mine.save(tmp_path / "mine.keras")
     script = (
         "import sys, numpy as np\n"
-        "from mnist_rnn import serving\n"
+        "from mnist_rnn import predictor\n"
         "from mnist_rnn.model import build_model\n"
         "images = np.load(sys.argv[1])\n"
-        "np.save(sys.argv[3], serving.load(sys.argv[2]).probabilities(images))\n"
+        "np.save(sys.argv[3], predictor.load(sys.argv[2]).probabilities(images))\n"
         "theirs = build_model('static', 8, 28, 28, seed=1)\n"
         "theirs.save(sys.argv[4])\n"
-        "np.save(sys.argv[5], serving.from_keras_model(theirs).probabilities(images))\n"
+        "np.save(sys.argv[5], predictor.from_keras_model(theirs).probabilities(images))\n"
     )
     other = "tensorflow" if compat.JAX else "jax"
     result = run_python("-c", script, tmp_path / "images.npy", tmp_path / "mine.keras",
@@ -406,7 +406,7 @@ def test_a_model_keras_reads_the_same_on_the_other_backend(tmp_path, test_digits
                         timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "mine_there.npy"),
-                               serving.from_keras_model(mine).probabilities(images), atol=1e-5)
-    theirs = serving.load(str(tmp_path / "theirs.keras"))
+                               predictor.from_keras_model(mine).probabilities(images), atol=1e-5)
+    theirs = predictor.load(str(tmp_path / "theirs.keras"))
     np.testing.assert_allclose(theirs.probabilities(images),
                                np.load(tmp_path / "theirs_there.npy"), atol=1e-5)

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from helpers import EXPECTED_TFLITE_OPS as EXPECTED_OPS
 from helpers import run_module
-from mnist_rnn import errors, sample, serving, tflite
+from mnist_rnn import errors, predictor, sample, saved_model, tflite
 from mnist_rnn.model import build_model
 
 
@@ -28,7 +28,7 @@ def test_training_writes_both_files_matching_the_model(trained, test_digits):
     sample's test digits; the ops are built-in, with a WHILE only for the loop."""
     config, model, metrics = trained
     images, _ = test_digits
-    expected = serving.from_keras_model(model).probabilities(images)
+    expected = predictor.from_keras_model(model).probabilities(images)
     described = {info["file"]: info for info in metrics["tflite"]}
     assert list(described) == ["model.tflite", "model_int8.tflite"]
     for name, info in described.items():
@@ -37,7 +37,7 @@ def test_training_writes_both_files_matching_the_model(trained, test_digits):
         assert info["ops"] == EXPECTED_OPS[config.rnn] and info["builtin_ops_only"]
         assert info["while_loop"] == (config.rnn == "dynamic") and not info["fused_lstm"]
         assert info["batch"] == ("any" if config.rnn == "static" else 1)
-        got = serving.load(path).probabilities(images)
+        got = predictor.load(path).probabilities(images)
         assert got.shape == (1000, 10)
         if name == "model.tflite":
             np.testing.assert_allclose(got, expected, atol=1e-4)
@@ -52,7 +52,7 @@ def test_variable_length_converts_too(test_digits):
     float32, _ = tflite.conversions(model, images)
     assert float32.runner.batch == 1 and tflite.LOOP_OP in float32.runner.ops
     np.testing.assert_allclose(float32.runner.probabilities(images),
-                               serving.from_keras_model(model).probabilities(images), atol=1e-4)
+                               predictor.from_keras_model(model).probabilities(images), atol=1e-4)
 
 
 def test_evaluate_reads_a_tflite_as_the_model(trained, tfds_dir, tmp_path):
@@ -89,7 +89,7 @@ def test_corrupt_or_foreign_tflite_is_one_clear_line(trained, tmp_path):
                            "uint8 [batch, 28, 28]; write one with python -m mnist_rnn.export"),
     ]:
         with pytest.raises(errors.ModelLoadError) as err:
-            serving.load(str(tmp_path / name))
+            predictor.load(str(tmp_path / name))
         assert message in str(err.value) and "\n" not in str(err.value), name
 
 
@@ -101,7 +101,7 @@ def test_export_command_writes_tflite_and_savedmodel_of_a_model(trained, tmp_pat
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr.strip() == ""
     lines = result.stdout.strip().splitlines()
-    assert lines[0] == f"{tmp_path}/saved_model: SavedModel, " + serving.describe_export(
+    assert lines[0] == f"{tmp_path}/saved_model: SavedModel, " + saved_model.describe_export(
         {"xla": False})
     assert lines[1].startswith(f"{tmp_path}/model.tflite: float32, ")
     assert lines[2].startswith(f"{tmp_path}/model_int8.tflite: dynamic-range int8 weights, ")

@@ -12,7 +12,7 @@ import importlib.util
 from absl import flags
 
 from mnist_rnn import cli
-from mnist_rnn.config import TrainConfig, valid_timesteps
+from mnist_rnn.config import CHECKS, TrainConfig, valid_timesteps
 from mnist_rnn.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -23,9 +23,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     fv = dict(flag_values=flag_values)
     flags.DEFINE_list("timesteps", ["28", "112", "784"],
                       "Sequence lengths to measure; each must divide 784.", **fv)
-    flags.DEFINE_integer("units", d.units, "LSTM units.", lower_bound=1, **fv)
-    flags.DEFINE_integer("batch_size", d.batch_size, "Training batch size.", lower_bound=1,
-                         **fv)
+    flags.DEFINE_integer("units", d.units, "LSTM units.", **fv)
+    flags.DEFINE_integer("batch_size", d.batch_size, "Training batch size.", **fv)
     flags.DEFINE_integer("steps", 50, "Timed training steps, after the first and 3 warm-up "
                          "steps.", lower_bound=1, **fv)
     flags.DEFINE_string("output_dir", "runs/compare", "Where the report files go.", **fv)
@@ -39,12 +38,13 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                       "Keras 3 backends to measure each on: tensorflow, jax (needs the jax "
                       "extra; left out, with a note, where it is not installed).", **fv)
     cli.define_dataset_flags(flag_values)
+    cli.register_checks(flag_values)
     flags.register_validator(
         "backends", lambda values: bool(values) and set(values) <= {"tensorflow", "jax"},
         "--backends must be a comma-separated list of tensorflow and jax", **fv)
     flags.register_validator(
         "timesteps",
-        lambda values: all(v.isdigit() and int(v) in valid_timesteps() for v in values),
+        lambda values: all(v.isdigit() and CHECKS["timesteps"][0](int(v)) for v in values),
         f"--timesteps must be a comma-separated list of divisors of 784: {valid_timesteps()}",
         **fv)
 

@@ -40,15 +40,16 @@ def measure(rnn: str, timesteps: int, units: int = DEFAULTS.units,
     TFLite files' facts."""
     import numpy as np
 
-    from mnist_rnn import compat, data, graphs, report, sequences, serving, trainer
+    from mnist_rnn import compat, data, graphs, predictor, report, saved_model, sequences
+    from mnist_rnn.model import build_for, seed as seed_all
     from mnist_rnn.callbacks import StepTimer
 
     config = TrainConfig(rnn=rnn, units=units, timesteps=timesteps, batch_size=batch_size,
                          learning_rate=learning_rate, seed=seed, dataset=dataset,
                          data_dir=data_dir, variable_length=variable_length)
-    trainer.seed(seed)
-    datasets = trainer.load_datasets(config, data.resolve_dataset(dataset, data_dir))
-    model = trainer.build(config, datasets, steps_per_execution=1)
+    seed_all(seed)
+    datasets = data.load_for(config, data.resolve_dataset(dataset, data_dir))
+    model = build_for(config, datasets, steps_per_execution=1)
     total = 1 + warmup + steps
     train = datasets.train_epochs(0, math.ceil(total / datasets.steps_per_epoch)).take(total)
     # Steps the LSTM really runs: each batch's longest stripped sequence.
@@ -60,7 +61,7 @@ def measure(rnn: str, timesteps: int, units: int = DEFAULTS.units,
     model.fit(train, epochs=1, steps_per_epoch=total, verbose=0, shuffle=False,
               callbacks=[timer])
     step_s = 1 / timer.steady_steps_per_s()
-    accuracy = report.test_pass(serving.from_keras_model(model), datasets.test).accuracy
+    accuracy = report.test_pass(predictor.from_keras_model(model), datasets.test).accuracy
 
     try:
         model.predict(np.zeros((1, max(1, timesteps // 2), datasets.features), np.float32),
@@ -71,7 +72,7 @@ def measure(rnn: str, timesteps: int, units: int = DEFAULTS.units,
 
     facts = graphs.graph_facts(model)
     with tempfile.TemporaryDirectory() as tmp:
-        serving.export_saved_model(model, os.path.join(tmp, "saved_model"))
+        saved_model.export_saved_model(model, os.path.join(tmp, "saved_model"))
         saved_model_bytes = directory_bytes(os.path.join(tmp, "saved_model"))
     # Training and the SavedModel's export; the TFLite conversion below needs more.
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
