@@ -58,13 +58,12 @@ def define_saved_model_xla_flag(flag_values: flags.FlagValues = FLAGS) -> None:
                       "with --xla_cpu_compilation_enabled=true).", flag_values=flag_values)
 
 
-def register_checks(flag_values: flags.FlagValues = FLAGS) -> None:
-    """Checks each flag named like a TrainConfig field as TrainConfig checks it
-    (config.CHECKS), once the flags are parsed."""
-    for name, (test, must) in config.CHECKS.items():
-        if name in flag_values:
-            flags.register_validator(name, test, f"--{name} must {must}",
-                                     flag_values=flag_values)
+def register_checks(names: list[str], flag_values: flags.FlagValues = FLAGS) -> None:
+    """Checks the flags `names`, each of a TrainConfig field's name and kind, as TrainConfig
+    checks the field (config.CHECKS)."""
+    for name in names:
+        test, must = config.CHECKS[name]
+        flags.register_validator(name, test, f"--{name} must {must}", flag_values=flag_values)
 
 
 def run(main: Callable[[list[str]], int | None],

@@ -45,7 +45,7 @@ class TensorBoardLog(StepCallback):
             return
         for name in ("train", "test"):
             directory = os.path.join(self.logdir, name)
-            _drop_steps_after(directory, self._start_step)
+            drop_steps_after(directory, self._start_step)
             self._writers[name] = tf.summary.create_file_writer(directory)
         # Those of earlier sessions are written.
         self._evaluations_written = sum(e.step <= self._start_step for e in self.evaluations())
@@ -93,7 +93,7 @@ class TensorBoardLog(StepCallback):
             writer.close()
 
 
-def _drop_steps_after(directory: str, step: int) -> None:
+def drop_steps_after(directory: str, step: int) -> None:
     """Rewrites the event files in `directory` without their events after `step`: those of
     steps that a resumed run trains again."""
     for path in sorted(glob.glob(os.path.join(directory, "events.out.tfevents.*"))):

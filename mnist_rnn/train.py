@@ -8,7 +8,8 @@ import dataclasses
 from absl import flags
 
 from mnist_rnn import cli
-from mnist_rnn.config import LR_SCHEDULES, RNNS, STATIC_FIXED_LENGTH, STRATEGIES, TrainConfig
+from mnist_rnn.config import (CHECKS, LR_SCHEDULES, RNNS, STATIC_FIXED_LENGTH, STRATEGIES,
+                              TrainConfig)
 
 FLAGS = flags.FLAGS
 
@@ -83,7 +84,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                       "--epochs=1).", **fv)
     cli.define_dataset_flags(flag_values)
 
-    cli.register_checks(flag_values)
+    cli.register_checks([name for name in CHECKS if name in flag_values], flag_values)
     flags.register_multi_flags_validator(
         ["rnn", "variable_length"],
         lambda f: not (f["variable_length"] and f["rnn"] == "static"),

@@ -9,7 +9,8 @@ import tensorflow as tf
 from PIL import Image
 
 from helpers import EXPECTED_TFLITE_OPS, HAS_JAX, run_module, tiny_config
-from mnist_rnn import data, graphs, sample, sequences, trainer
+from mnist_rnn import data, errors, graphs, sample, sequences, trainer
+from mnist_rnn.config import TrainConfig
 from mnist_rnn.compare import runner
 from mnist_rnn.model import build_model, compile_model
 
@@ -95,8 +96,11 @@ def test_variable_length_batches_are_bucketed(tfds_dir):
 
 
 def test_static_rejects_variable_length_saying_why():
-    with pytest.raises(ValueError, match="needs rnn='dynamic': the static model is unrolled"):
+    with pytest.raises(errors.UserError,
+                       match="needs rnn=dynamic: the static model is unrolled"):
         build_model("static", 8, 28, 28, variable_length=True)
+    with pytest.raises(errors.UserError, match="needs rnn=dynamic: the static model"):
+        TrainConfig(rnn="static", variable_length=True)
     result = run_module("mnist_rnn.train", "--rnn=static", "--variable_length", timeout=120)
     assert result.returncode != 0
     assert "--variable_length needs --rnn=dynamic" in result.stderr

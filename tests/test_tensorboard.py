@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from helpers import tensorboard_has_graph, tensorboard_scalars, tiny_config
-from mnist_rnn import callbacks, trainer
+from mnist_rnn import tensorboard, trainer
 
 pytestmark = pytest.mark.keras2  # Core tests: also run under Keras 2.
 
@@ -56,7 +56,7 @@ def test_a_resumed_run_drops_the_steps_it_trains_again(tmp_path):
         for step in range(1, 8):
             tf.summary.scalar("loss", 1.0 / step, step=step)
     writer.close()
-    callbacks._drop_steps_after(str(tmp_path), 4)
+    tensorboard.drop_steps_after(str(tmp_path), 4)
     assert [step for step, _ in tensorboard_scalars(tmp_path)["loss"]] == [1, 2, 3, 4]
     assert [n for n in os.listdir(tmp_path) if ".tmp-" in n] == []
 

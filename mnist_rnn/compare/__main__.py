@@ -38,7 +38,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                       "Keras 3 backends to measure each on: tensorflow, jax (needs the jax "
                       "extra; left out, with a note, where it is not installed).", **fv)
     cli.define_dataset_flags(flag_values)
-    cli.register_checks(flag_values)
+    cli.register_checks(["units", "batch_size"], flag_values)
     flags.register_validator(
         "backends", lambda values: bool(values) and set(values) <= {"tensorflow", "jax"},
         "--backends must be a comma-separated list of tensorflow and jax", **fv)
