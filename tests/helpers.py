@@ -64,9 +64,20 @@ def tensorboard_has_graph(logdir) -> bool:
 
 
 def run_python(*args, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    """`python args...` from the repository root, its output captured."""
-    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, **kwargs)
+    """`python args...` from the repository root, to its end, its output captured as text
+    (stdout and stderr apart, unless `kwargs` say where they go)."""
+    if not {"stdout", "stderr"} & kwargs.keys():
+        kwargs["capture_output"] = True
+    return subprocess.run([sys.executable, *map(str, args)], text=True, timeout=timeout,
+                          cwd=ROOT, **kwargs)
+
+
+def start_python(*args, **kwargs) -> subprocess.Popen:
+    """`python args...` from the repository root, started: stdout and stderr piped as text,
+    unless `kwargs` say where they go."""
+    kwargs.setdefault("stdout", subprocess.PIPE)
+    kwargs.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen([sys.executable, *map(str, args)], text=True, cwd=ROOT, **kwargs)
 
 
 def run_module(module: str, *args, **kwargs) -> subprocess.CompletedProcess:

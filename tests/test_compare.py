@@ -1,4 +1,4 @@
-"""Static vs dynamic, measured: graph facts, variable-length masking, the compare CLI."""
+"""Static vs dynamic, measured: graph facts and the compare CLI."""
 
 import io
 import json
@@ -9,7 +9,7 @@ import tensorflow as tf
 from PIL import Image
 
 from helpers import EXPECTED_TFLITE_OPS, HAS_JAX, run_module, tiny_config
-from mnist_rnn import data, errors, graphs, sample, sequences, trainer
+from mnist_rnn import errors, graphs, sample, sequences, trainer
 from mnist_rnn.config import TrainConfig
 from mnist_rnn.compare import runner
 from mnist_rnn.model import build_model, compile_model
@@ -42,57 +42,6 @@ def test_tensorboard_graph_is_written(tmp_path):
     graph_events = [e for e in tf.compat.v1.train.summary_iterator(str(events[0]))
                     if e.graph_def]
     assert graph_events  # A serialized graph TensorBoard can draw.
-
-
-def digits(*indices, timesteps=28):
-    images, _ = sample.load_arrays()
-    return sequences.to_sequences(images[list(indices)], timesteps).numpy()
-
-
-@pytest.mark.parametrize("timesteps", [28, 784])
-def test_stripping_drops_blank_leading_and_trailing_steps(timesteps):
-    x = digits(0, 4500, timesteps=timesteps)
-    stripped = sequences.strip_blank_steps(x).numpy()
-    lengths = [int(sequences.sequence_length(s)) for s in x]
-    assert stripped.shape[1] == max(lengths) < timesteps
-    for row, sequence, length in zip(stripped, x, lengths):
-        ink = np.flatnonzero(sequence.max(axis=1) > 0)
-        assert length == ink[-1] - ink[0] + 1
-        np.testing.assert_array_equal(row[:length], sequence[ink[0]:ink[-1] + 1])
-        assert (row[length:] == sequences.PAD).all()
-
-
-def test_a_blank_image_keeps_one_step():
-    blank = np.zeros((1, 28, 28), np.float32)
-    assert int(sequences.sequence_length(blank[0])) == 1
-    assert sequences.strip_blank_steps(blank).shape == (1, 1, 28)
-
-
-def test_masking_gives_the_same_logits_as_the_unpadded_sequence():
-    model = build_model("dynamic", 16, 28, 28, seed=0, variable_length=True)
-    plain = build_model("dynamic", 16, 28, 28, seed=0)
-    plain.set_weights(model.get_weights())
-    x = digits(0, 1000, 2500, 4500)
-    lengths = [int(sequences.sequence_length(s)) for s in x]
-    assert len(set(lengths)) > 1  # The batch really is padded.
-    batched = model(x).numpy()
-    for i, sequence in enumerate(x):
-        own_length_only = sequences.strip_blank_steps(sequence[None]).numpy()
-        assert own_length_only.shape[1] == lengths[i]
-        np.testing.assert_allclose(batched[i], plain(own_length_only).numpy()[0], atol=1e-5)
-
-
-def test_variable_length_batches_are_bucketed(tfds_dir):
-    ds = data.load_datasets("mnist_sample", 28, 100, data_dir=tfds_dir, variable_length=True)
-    batches = list(ds.train)
-    assert len(batches) == ds.steps_per_epoch and sum(len(y) for _, y in batches) == 4000
-    spans = []
-    for x, _ in batches:
-        lengths = [int(sequences.sequence_length(s)) for s in x]
-        bucket = np.searchsorted(ds.bucket_boundaries, lengths, side="right")
-        assert len(set(bucket)) == 1  # One length bucket per batch.
-        spans.append(sequences.strip_blank_steps(x).shape[1])
-    assert np.mean(spans) < 24  # Well under the 28 rows of a fixed-length batch.
 
 
 def test_static_rejects_variable_length_saying_why():

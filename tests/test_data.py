@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from helpers import tmpfs
-from mnist_rnn import data, errors, sample, sequences
+from mnist_rnn import data, errors, sample
 
 
 @pytest.mark.parametrize("timesteps", [28, 7, 196, 784])
@@ -24,12 +24,6 @@ def test_pipeline_shapes_dtypes_and_range(tfds_dir, timesteps):
         assert 0.0 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= 1.0
         assert float(tf.reduce_max(x)) > 0.9  # Real digits have ink near 255.
         assert set(y.numpy()) <= set(range(10))
-
-
-def test_sequence_is_the_image_row_by_row():
-    image = tf.reshape(tf.range(784, dtype=tf.int32) % 256, [28, 28, 1])
-    seq = sequences.to_sequences(tf.cast(image, tf.uint8), 28)[0].numpy()
-    np.testing.assert_allclose(seq * 255, image.numpy()[..., 0], atol=1e-4)
 
 
 def test_invalid_timesteps_is_rejected(tfds_dir):

@@ -8,13 +8,13 @@ import pathlib
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
-from helpers import ROOT, run_module, run_python, tensorboard_scalars, tiny_config, tmpfs
+from helpers import (run_module, run_python, start_python, tensorboard_scalars, tiny_config,
+                     tmpfs)
 from mnist_rnn import answers, checkpoint, cli, errors, files, predictor, rundir, trainer
 
 keras2 = pytest.mark.keras2
@@ -176,10 +176,8 @@ def test_a_busy_model_dir_is_refused_before_tensorflow_loads(tmp_path):
 
 
 def test_sigint_during_start_up_is_one_line_and_130(tmp_path, tfds_dir):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mnist_rnn.train", "--dataset=mnist_sample",
-         f"--data_dir={tfds_dir}", f"--model_dir={tmp_path / 'run'}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    process = start_python("-m", "mnist_rnn.train", "--dataset=mnist_sample",
+                           f"--data_dir={tfds_dir}", f"--model_dir={tmp_path / 'run'}")
     time.sleep(1.5)  # Importing TensorFlow.
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
@@ -192,11 +190,10 @@ def test_sigint_during_start_up_is_one_line_and_130(tmp_path, tfds_dir):
 @keras2
 def test_sigterm_while_writing_the_outputs_keeps_the_backup_and_the_rerun_finishes(tmp_path,
                                                                                   tfds_dir):
-    command = [sys.executable, "-m", "mnist_rnn.train", "--units=32", "--epochs=1",
-               "--max_steps=20", "--export", "--dataset=mnist_sample", f"--data_dir={tfds_dir}",
+    command = ["-m", "mnist_rnn.train", "--units=32", "--epochs=1", "--max_steps=20",
+               "--export", "--dataset=mnist_sample", f"--data_dir={tfds_dir}",
                f"--model_dir={tmp_path / 'run'}"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, cwd=ROOT)
+    process = start_python(*command)
     for line in process.stdout:
         if " step     20 " in line:  # The last evaluation: the outputs come next.
             process.send_signal(signal.SIGTERM)
@@ -207,17 +204,16 @@ def test_sigterm_while_writing_the_outputs_keeps_the_backup_and_the_rerun_finish
     assert "on SIGTERM" in stderr.strip().splitlines()[-1]
     state = checkpoint.load_state(str(tmp_path / "run" / "backup"))
     assert state["step"] == 20 and not state.get("finished")
-    rerun = run_module(*command[2:])
+    rerun = run_python(*command)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert trainer.load_metrics(tmp_path / "run")["steps"] == 20
 
 
 def test_a_nan_loss_line_starts_a_line_of_its_own(tmp_path, tfds_dir):
-    result = subprocess.run(
-        [sys.executable, "-m", "mnist_rnn.train", "--units=16", "--learning_rate=1e38",
-         "--max_steps=3", "--steps_per_execution=1", "--dataset=mnist_sample",
-         f"--data_dir={tfds_dir}", f"--model_dir={tmp_path / 'run'}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, timeout=300)
+    result = run_module(
+        "mnist_rnn.train", "--units=16", "--learning_rate=1e38", "--max_steps=3",
+        "--steps_per_execution=1", "--dataset=mnist_sample", f"--data_dir={tfds_dir}",
+        f"--model_dir={tmp_path / 'run'}", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert result.returncode == 1
     assert "\nerror: the training loss is nan at step " in result.stdout
 

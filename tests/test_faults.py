@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import ROOT, run_python, tensorboard_scalars, tiny_config, tmpfs
+from helpers import run_python, start_python, tensorboard_scalars, tiny_config, tmpfs
 from mnist_rnn import checkpoint, errors, files, trainer
 from mnist_rnn.callbacks import StopOnSignal
 from mnist_rnn.compat import keras
@@ -45,7 +45,7 @@ def start_and_wait_past_a_backup(command, timeout=240, **popen):
     """Starts `command` and returns its process once it has printed the evaluation of a step
     past its last backup (backups every 30 steps and at each epoch end, of 40: step 50 is
     one). Fails here if that does not come in time."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT, **popen)
+    process = start_python(*command[1:], **{"stderr": None, **popen})
     deadline = time.monotonic() + timeout
     for line in process.stdout:
         if " step     50 " in line:
@@ -216,8 +216,7 @@ files.save_model(m, sys.argv[1])
 
 def test_sigkill_during_a_save_leaves_the_previous_model_loadable(tmp_path):
     target = tmp_path / "model.keras"
-    process = subprocess.Popen([sys.executable, "-c", KILL_DURING_SAVE, str(target)],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    process = start_python("-c", KILL_DURING_SAVE, target, stderr=subprocess.DEVNULL)
     assert process.stdout.readline().strip() == "writing"
     process.kill()
     process.wait(timeout=60)
@@ -253,9 +252,8 @@ def test_corrupt_model_shows_a_traceback_only_when_asked(tmp_path):
 
 def test_a_second_run_on_a_busy_model_dir_stops_at_once_naming_the_first(tmp_path, tfds_dir):
     model_dir = tmp_path / "busy"
-    first = subprocess.Popen(train_command(model_dir, tfds_dir, "--epochs=50"),
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                             cwd=ROOT)
+    first = start_python(*train_command(model_dir, tfds_dir, "--epochs=50")[1:],
+                         stderr=subprocess.DEVNULL)
     try:
         assert first.stdout.readline().startswith("the default strategy")  # Past the lock.
         second = run(train_command(model_dir, tfds_dir, "--epochs=50"))

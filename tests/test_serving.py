@@ -79,11 +79,10 @@ def test_same_predictions_in_memory_reloaded_and_savedmodel_in_a_fresh_process(
         "steps = tf.saved_model.load(sys.argv[1]).signatures['serve_steps']\n"
         "np.save(sys.argv[5], steps(images=tf.constant(np.load(sys.argv[2])))['probabilities'])\n"
     )
-    subprocess.run(
-        [sys.executable, "-c", script, os.path.join(config.model_dir, "saved_model"),
-         tmp_path / "images.npy", tmp_path / "p.npy", tmp_path / "c.npy", tmp_path / "s.npy"],
-        check=True, timeout=120, capture_output=True,
-    )
+    ran = run_python("-c", script, os.path.join(config.model_dir, "saved_model"),
+                     tmp_path / "images.npy", tmp_path / "p.npy", tmp_path / "c.npy",
+                     tmp_path / "s.npy", timeout=120)
+    assert ran.returncode == 0, ran.stderr[-2000:]
     served = np.load(tmp_path / "p.npy")
     np.testing.assert_allclose(reloaded, in_memory, atol=1e-5)
     np.testing.assert_allclose(served, in_memory, atol=1e-5)
