@@ -6,7 +6,7 @@ define_flags)`, so its module can be imported (by tests, by another command) wit
 defining anything.
 """
 
-import atexit
+import gc
 import importlib.util
 import os
 import re
@@ -143,16 +143,14 @@ def check_backend(environ=os.environ) -> None:
 
 
 def exit_now(status: int | str | None) -> None:
-    """Ends the process as sys.exit(status) would, but without the interpreter's teardown of
-    TensorFlow's modules, which takes about a second: by now every file is written, synced
-    and closed, and the exit handlers still run."""
+    """Ends the process as sys.exit(status) does, but first moves every object out of the
+    garbage collector's reach (gc.freeze), so that the interpreter's teardown does not walk
+    TensorFlow's millions of objects: 0.1 s instead of 1.1 s. By now every file is written."""
     if isinstance(status, str):
         print(status, file=sys.stderr)
         status = 1
-    atexit._run_exitfuncs()  # logging's flush among them.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status or 0)
+    gc.freeze()
+    sys.exit(status or 0)
 
 
 def load_tensorflow_quietly() -> None:
