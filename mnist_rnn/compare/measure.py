@@ -40,7 +40,7 @@ def measure(rnn: str, timesteps: int, units: int = DEFAULTS.units,
     TFLite files' facts."""
     import numpy as np
 
-    from mnist_rnn import compat, data, graphs, predictor, report, saved_model, sequences
+    from mnist_rnn import compat, data, graphs, predictor, report, sequences
     from mnist_rnn.model import build_for, seed as seed_all
     from mnist_rnn.callbacks import StepTimer
 
@@ -63,17 +63,9 @@ def measure(rnn: str, timesteps: int, units: int = DEFAULTS.units,
     step_s = 1 / timer.steady_steps_per_s()
     accuracy = report.test_pass(predictor.from_keras_model(model), datasets.test).accuracy
 
-    try:
-        model.predict(np.zeros((1, max(1, timesteps // 2), datasets.features), np.float32),
-                      verbose=0)
-        accepts_other_length = True
-    except ValueError:
-        accepts_other_length = False
-
+    accepts_other_length = _accepts_other_length(model, timesteps, datasets.features)
     facts = graphs.graph_facts(model)
-    with tempfile.TemporaryDirectory() as tmp:
-        saved_model.export_saved_model(model, os.path.join(tmp, "saved_model"))
-        saved_model_bytes = directory_bytes(os.path.join(tmp, "saved_model"))
+    saved_model_bytes = _saved_model_bytes(model)
     # Training and the SavedModel's export; the TFLite conversion below needs more.
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     lite = tf_graph_facts(model, datasets.test, tensorboard_dir)
@@ -93,6 +85,26 @@ def measure(rnn: str, timesteps: int, units: int = DEFAULTS.units,
         **facts,
         **lite,
     )
+
+
+def _accepts_other_length(model, timesteps: int, features: int) -> bool:
+    """Whether `model` runs a sequence of half its length."""
+    import numpy as np
+
+    try:
+        model.predict(np.zeros((1, max(1, timesteps // 2), features), np.float32), verbose=0)
+        return True
+    except ValueError:
+        return False
+
+
+def _saved_model_bytes(model) -> int:
+    """The size of `model`'s SavedModel, as training exports it."""
+    from mnist_rnn import saved_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        saved_model.export_saved_model(model, os.path.join(tmp, "saved_model"))
+        return directory_bytes(os.path.join(tmp, "saved_model"))
 
 
 def tf_graph_facts(model, test, tensorboard_dir: str | None) -> dict:
