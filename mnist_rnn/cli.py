@@ -7,7 +7,6 @@ defining anything.
 """
 
 import gc
-import importlib.util
 import os
 import re
 import signal
@@ -87,7 +86,7 @@ def run(main: Callable[[list[str]], int | None],
             if not FLAGS["verbosity"].present:
                 # TensorFlow logs every save at INFO; show warnings unless --verbosity asks.
                 logging.set_verbosity(logging.WARNING)
-            check_backend()
+            config.check_runtime(os.environ)
             if before_tensorflow:
                 before_tensorflow()
             if not verbose and "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
@@ -122,24 +121,6 @@ class Stopped(BaseException):
 
 def _stop(number, frame):
     raise Stopped(number)
-
-
-def check_backend(environ=os.environ) -> None:
-    """Refuses a Keras backend this project does not run on, before Keras loads it."""
-    backend = environ.get("KERAS_BACKEND", "") or "tensorflow"
-    legacy = config.legacy_keras_requested(environ)
-    if backend not in ("tensorflow", "jax"):
-        raise errors.UserError(f"KERAS_BACKEND={backend} is not supported: use tensorflow "
-                               "(the default) or jax")
-    if backend == "jax" and legacy:
-        raise errors.UserError("Keras 2 (TF_USE_LEGACY_KERAS=1) runs only on TensorFlow: "
-                               "unset KERAS_BACKEND=jax or TF_USE_LEGACY_KERAS")
-    if backend == "jax" and importlib.util.find_spec("jax") is None:
-        raise errors.UserError("KERAS_BACKEND=jax needs JAX: pip install 'mnist_rnn[jax]'")
-    if legacy and importlib.util.find_spec("tf_keras") is None:
-        raise errors.UserError("TF_USE_LEGACY_KERAS=1 asks for Keras 2, which is not "
-                               "installed: pip install 'mnist_rnn[keras2]', or unset "
-                               "TF_USE_LEGACY_KERAS for Keras 3")
 
 
 def exit_now(status: int | str | None) -> None:

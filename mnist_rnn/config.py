@@ -5,6 +5,7 @@ Imports nothing heavy, so that the commands check their flags before TensorFlow 
 """
 
 import dataclasses
+import importlib.util
 import math
 from typing import Callable
 
@@ -21,9 +22,29 @@ SAVED_MODEL_XLA = ("auto", "on", "off")
 LR_SCHEDULES = ("constant", "cosine")
 
 
+# The environment says which runtime runs; these two functions are the only readers of it.
 def legacy_keras_requested(environ) -> bool:
     """Whether `environ` asks for Keras 2 (TF_USE_LEGACY_KERAS, as tf.keras reads it)."""
     return environ.get("TF_USE_LEGACY_KERAS", "").lower() in ("1", "true", "yes")
+
+
+def check_runtime(environ) -> None:
+    """Refuses a runtime that `environ` asks for and this project does not run on (an unknown
+    Keras backend, Keras 2 on JAX, an extra not installed), before Keras loads."""
+    backend = environ.get("KERAS_BACKEND", "") or "tensorflow"
+    legacy = legacy_keras_requested(environ)
+    if backend not in ("tensorflow", "jax"):
+        raise UserError(f"KERAS_BACKEND={backend} is not supported: use tensorflow "
+                               "(the default) or jax")
+    if backend == "jax" and legacy:
+        raise UserError("Keras 2 (TF_USE_LEGACY_KERAS=1) runs only on TensorFlow: "
+                               "unset KERAS_BACKEND=jax or TF_USE_LEGACY_KERAS")
+    if backend == "jax" and importlib.util.find_spec("jax") is None:
+        raise UserError("KERAS_BACKEND=jax needs JAX: pip install 'mnist_rnn[jax]'")
+    if legacy and importlib.util.find_spec("tf_keras") is None:
+        raise UserError("TF_USE_LEGACY_KERAS=1 asks for Keras 2, which is not "
+                               "installed: pip install 'mnist_rnn[keras2]', or unset "
+                               "TF_USE_LEGACY_KERAS for Keras 3")
 
 
 def valid_timesteps() -> list[int]:

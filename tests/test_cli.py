@@ -8,8 +8,8 @@ import pytest
 from absl import flags
 
 from helpers import HAS_JAX, ROOT, run_module, run_python
-from mnist_rnn import (checkpoint, cli, compat, distribute, errors, saved_model, tflite, train,
-                       trainer)
+from mnist_rnn import (checkpoint, compat, config, distribute, errors, saved_model, tflite,
+                       train, trainer)
 
 
 def run_train(*args, timeout=300):
@@ -176,12 +176,12 @@ def test_what_a_backend_cannot_do_is_one_line_naming_the_way(monkeypatch):
                            ({"KERAS_BACKEND": "jax", "TF_USE_LEGACY_KERAS": "1"},
                             "Keras 2 .* runs only on TensorFlow")]:
         with pytest.raises(errors.UserError, match=match):
-            cli.check_backend(environ)
+            config.check_runtime(environ)
     if HAS_JAX:
-        cli.check_backend({"KERAS_BACKEND": "jax"})
+        config.check_runtime({"KERAS_BACKEND": "jax"})
     else:
         with pytest.raises(errors.UserError, match=r"needs JAX: pip install 'mnist_rnn\[jax\]'"):
-            cli.check_backend({"KERAS_BACKEND": "jax"})
+            config.check_runtime({"KERAS_BACKEND": "jax"})
     for state, runtime in [({"backend": "jax"}, "Keras 3 on JAX"),
                            ({"runtime": "Keras 2 on TensorFlow"}, "Keras 2 on TensorFlow"),
                            ({"backend": "tensorflow"}, "Keras 3 on TensorFlow")]:

@@ -15,7 +15,7 @@ import pytest
 
 from helpers import (run_module, run_python, start_python, tensorboard_scalars, tiny_config,
                      tmpfs)
-from mnist_rnn import answers, checkpoint, cli, errors, files, predictor, rundir, trainer
+from mnist_rnn import answers, checkpoint, config, errors, files, predictor, rundir, trainer
 
 keras2 = pytest.mark.keras2
 
@@ -145,12 +145,12 @@ def test_one_answer_or_error_is_one_line_whatever_the_path():
 
 def test_a_backend_or_keras_not_installed_is_one_line(monkeypatch):
     with pytest.raises(errors.UserError, match="KERAS_BACKEND=JAX is not supported"):
-        cli.check_backend({"KERAS_BACKEND": "JAX"})
-    real = cli.importlib.util.find_spec
-    monkeypatch.setattr(cli.importlib.util, "find_spec",
+        config.check_runtime({"KERAS_BACKEND": "JAX"})
+    real = config.importlib.util.find_spec
+    monkeypatch.setattr(config.importlib.util, "find_spec",
                         lambda name: None if name == "tf_keras" else real(name))
     with pytest.raises(errors.UserError, match=r"Keras 2, which is not installed: pip install "):
-        cli.check_backend({"TF_USE_LEGACY_KERAS": "1"})
+        config.check_runtime({"TF_USE_LEGACY_KERAS": "1"})
 
 
 def test_an_unknown_backend_is_refused_before_keras_loads():
