@@ -142,41 +142,14 @@ def main():
     if args.configs:
         configs = [tuple(int(n) for n in c.split("x")) for c in args.configs.split(",")]
 
-    try:
-        import torch
-
-        torch.set_num_threads(os.cpu_count())
-        have_torch = True
-    except ImportError:
-        print("torch is not installed (pip install 'mnist_rnn[bench]'): measuring mnist_rnn "
-              "alone", file=sys.stderr)
-        have_torch = False
-
-    have_jax = importlib.util.find_spec("jax") is not None
-    if not have_jax:
-        print("JAX is not installed (pip install 'mnist_rnn[jax]'): no Keras-on-JAX rows",
-              file=sys.stderr)
-
+    have_torch, have_jax = installed()
     from mnist_rnn import sample
 
     images, _ = sample.load_arrays()  # Inference runs on raw uint8 images.
-    train_images, train_labels = torch_train_arrays()
     rows = []
     for units, timesteps in configs:
-        contenders = {
-            "static": lambda: keras_train("static", units, timesteps, steps, args.data_dir),
-            "dynamic": lambda: keras_train("dynamic", units, timesteps, steps, args.data_dir),
-        }
-        # Quick: the loop only. The unrolled program only up to 28 steps: at 196 its training
-        # step was still compiling after 5 minutes, at 6.5 GB (benchmarks/README.md).
-        jax_rnns = ("dynamic",) if args.quick or timesteps > JAX_MAX_UNROLLED_STEPS else (
-            "static", "dynamic")
-        for rnn in jax_rnns if have_jax else ():
-            contenders[f"jax {rnn}"] = lambda rnn=rnn: keras_train_on(
-                "jax", rnn, units, timesteps, steps, args.data_dir)
-        if have_torch:
-            contenders["pytorch"] = lambda: torch_train(units, timesteps, steps, train_images,
-                                                        train_labels)
+        contenders = train_contenders(units, timesteps, steps, args.data_dir, args.quick,
+                                      have_torch, have_jax)
         samples = {name: [] for name in contenders}
         for _ in range(rounds):  # Interleaved: A B C, A B C, ...
             for name, measure in contenders.items():
@@ -200,6 +173,45 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
+
+
+def installed() -> tuple[bool, bool]:
+    """Whether PyTorch and JAX are installed, each missing one said on stderr."""
+    try:
+        import torch
+
+        torch.set_num_threads(os.cpu_count())
+        have_torch = True
+    except ImportError:
+        print("torch is not installed (pip install 'mnist_rnn[bench]'): measuring mnist_rnn "
+              "alone", file=sys.stderr)
+        have_torch = False
+    have_jax = importlib.util.find_spec("jax") is not None
+    if not have_jax:
+        print("JAX is not installed (pip install 'mnist_rnn[jax]'): no Keras-on-JAX rows",
+              file=sys.stderr)
+    return have_torch, have_jax
+
+
+def train_contenders(units: int, timesteps: int, steps: int, data_dir: str | None, quick: bool,
+                     have_torch: bool, have_jax: bool) -> dict:
+    """{contender: a function that trains `steps` steps and returns samples/s}."""
+    contenders = {
+        "static": lambda: keras_train("static", units, timesteps, steps, data_dir),
+        "dynamic": lambda: keras_train("dynamic", units, timesteps, steps, data_dir),
+    }
+    # Quick: the loop only. The unrolled program only up to JAX_MAX_UNROLLED_STEPS: longer,
+    # its training step compiles for minutes (benchmarks/README.md).
+    jax_rnns = ("dynamic",) if quick or timesteps > JAX_MAX_UNROLLED_STEPS else (
+        "static", "dynamic")
+    for rnn in jax_rnns if have_jax else ():
+        contenders[f"jax {rnn}"] = lambda rnn=rnn: keras_train_on(
+            "jax", rnn, units, timesteps, steps, data_dir)
+    if have_torch:
+        train_images, train_labels = torch_train_arrays()
+        contenders["pytorch"] = lambda: torch_train(units, timesteps, steps, train_images,
+                                                    train_labels)
+    return contenders
 
 
 def table(rows):

@@ -126,7 +126,8 @@ def _stop(number, frame):
 def exit_now(status: int | str | None) -> None:
     """Ends the process as sys.exit(status) does, but first moves every object out of the
     garbage collector's reach (gc.freeze), so that the interpreter's teardown does not walk
-    TensorFlow's millions of objects: 0.1 s instead of 1.1 s. By now every file is written."""
+    TensorFlow's objects, which takes most of a second (benchmarks/README.md). By now every
+    file is written."""
     if isinstance(status, str):
         print(status, file=sys.stderr)
         status = 1

@@ -35,8 +35,8 @@ SEQUENCE_SIGNATURE = "serve_sequences"
 STEPS_SIGNATURE = "serve_steps"
 # The batch sizes compiled signatures are compiled for: one XLA program each at most.
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-# Measured (benchmarks/README.md): XLA pays for the loop at every length, and for the unrolled
-# graph at 28 steps; at 196 it took 11-14 s per batch size to compile and gained nothing.
+# XLA pays for the loop at every length, and for the unrolled graph up to 28 steps; longer
+# unrolled graphs take seconds per batch size to compile and gain nothing (benchmarks/README.md).
 MAX_COMPILED_UNROLLED_STEPS = 28
 
 

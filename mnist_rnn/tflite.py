@@ -1,8 +1,8 @@
 """The model for edge runtimes: TFLite (LiteRT) files with built-in ops only, and running them.
 
 A .tflite written here takes uint8 images [batch, 28, 28] and gives float32 probabilities
-[batch, 10], as the SavedModel's serving_default. The routes, measured with TF 2.21's
-converter and ai-edge-litert 2.3 under Keras 3 and Keras 2 alike:
+[batch, 10], as the SavedModel's serving_default. The routes taken, under Keras 3 and Keras 2
+alike (each route tried, and why the others are not taken: docs/serving.md):
 - static: any batch size; the unrolled cells become FULLY_CONNECTED, LOGISTIC, TANH, ...
 - dynamic: the while loop's tensor lists need a static shape, so batch 1, as a WHILE op.
 - The weights are frozen into constants. Kept as variables, Keras 3's loop converts to
