@@ -1,6 +1,7 @@
 """Keras 3 (default) or Keras 2 (tf-keras, with TF_USE_LEGACY_KERAS=1), and Keras 3's backend
-(TensorFlow by default, JAX with KERAS_BACKEND=jax): the one place that knows which. Every
-module imports `keras` from here."""
+(TensorFlow by default, JAX with KERAS_BACKEND=jax): what each can do, named as capabilities,
+and the few functions whose work differs between them. Every module imports `keras` from
+here, and asks these names rather than which runtime it is on."""
 
 import contextlib
 import io
