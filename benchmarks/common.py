@@ -6,7 +6,10 @@ import time
 
 import numpy as np
 
-BATCH = 100
+from mnist_rnn.config import TrainConfig
+
+DEFAULTS = TrainConfig()  # Every contender trains with mnist_rnn's own defaults.
+BATCH = DEFAULTS.batch_size
 
 
 def whole(steps: int, group: int) -> int:
@@ -48,7 +51,7 @@ def torch_train(units, timesteps, steps, images, labels):
     x = torch.from_numpy(images.reshape(len(images), timesteps, -1))
     y = torch.from_numpy(labels.astype(np.int64))
     model = torch_model(units, x.shape[-1])
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.003)
+    optimizer = torch.optim.Adam(model.parameters(), lr=DEFAULTS.learning_rate)
     loss_fn = torch.nn.CrossEntropyLoss()
     batches = len(x) // BATCH
     order = torch.randperm(len(x))

@@ -12,6 +12,7 @@ import importlib.util
 from absl import flags
 
 from mnist_rnn import cli
+from mnist_rnn.compare import runner
 from mnist_rnn.config import CHECKS, TrainConfig, valid_timesteps
 from mnist_rnn.errors import UserError
 
@@ -28,7 +29,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_integer("steps", 50, "Timed training steps, after the first and 3 warm-up "
                          "steps.", lower_bound=1, **fv)
     flags.DEFINE_string("output_dir", "runs/compare", "Where the report files go.", **fv)
-    flags.DEFINE_float("compile_timeout", 120.0,
+    flags.DEFINE_float("compile_timeout", runner.COMPILE_TIMEOUT_S,
                        "Seconds a configuration may take to finish its first step (trace and "
                        "compile); slower ones are reported as over the timeout.",
                        lower_bound=0.0, **fv)
@@ -52,7 +53,6 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 def main(argv):
     del argv
     from mnist_rnn import data  # TensorFlow loads once the flags are valid.
-    from mnist_rnn.compare import runner
 
     # Probe once, not per run; each run's process finds full MNIST prepared from --mnist_dir.
     dataset = data.resolve_dataset(FLAGS.dataset, FLAGS.data_dir, mnist_dir=FLAGS.mnist_dir)

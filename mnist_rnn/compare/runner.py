@@ -16,6 +16,8 @@ from mnist_rnn.compare.measure import DEFAULTS
 from mnist_rnn.config import RNNS
 
 TENSORBOARD_DIR = "tensorboard"
+# How long a configuration may take to its first step before it is reported as too slow.
+COMPILE_TIMEOUT_S = 120.0
 ROW_FIELDS = ("backend", "rnn", "timesteps", "features", "variable_length", "status",
               "time_to_first_step_s", "ms_per_step", "samples_per_s", "peak_rss_mb",
               "train_step_ops", "cell_copies", "while_ops", "saved_model_mb",
@@ -72,9 +74,8 @@ def run_measurement(params, compile_timeout, timeout=900, backend="tensorflow"):
 
 
 def compare(timesteps_list, output_dir, units=DEFAULTS.units, batch_size=DEFAULTS.batch_size,
-            steps=50,
-            compile_timeout=120, dataset="mnist_sample", data_dir=None, variable_length=True,
-            backends=("tensorflow",), log=print):
+            steps=50, compile_timeout=COMPILE_TIMEOUT_S, dataset="mnist_sample", data_dir=None,
+            variable_length=True, backends=("tensorflow",), log=print):
     """Measures static and dynamic at each timesteps value on each of Keras 3's `backends`
     (and, on TensorFlow, dynamic with variable-length batches when `variable_length`: on
     JAX they run at full length, masked); writes the report files; returns the report."""
