@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 
+
 def sweep_sizes(buckets: tuple[int, ...], quick: bool = False) -> list[int]:
     """Batch sizes from 1 to 1000 that reach every bucket, on and just above each boundary:
     as many programs as every size from 1 to 1000 would compile."""

@@ -9,6 +9,7 @@ from mnist_rnn import images, reading
 from mnist_rnn.errors import ImageError, one_line
 from mnist_rnn.predictor import Predictor
 
+
 def read_digits(paths: list[str], invert: bool | None = None
                 ) -> tuple[list[dict], dict[int, np.ndarray]]:
     """One result dict per path ({file}, or {file, error} for one that cannot be read), and

@@ -23,6 +23,7 @@ from mnist_rnn.sequences import to_images, to_sequences
 # A SavedModel gives probabilities, whose log is -inf once one underflows; Keras clips the same.
 MIN_PROBABILITY = 1e-7
 
+
 class Predictor:
     """One trained model, whatever its format: class probabilities of raw images, after the
     last step or after each, and log-probabilities of preprocessed sequences (what evaluation

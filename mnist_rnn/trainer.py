@@ -340,7 +340,6 @@ def _metrics(run: _Run, timer: StepTimer, evaluator: Evaluator,
     }
 
 
-
 def _write_outputs(run: _Run, metrics: dict, final_pass: report.TestPass, clock: Clock) -> None:
     """model.keras, saved_model/, the .tflite files, the evaluation report and metrics.json
     (with what each export is and the time of each phase), each crash-safe."""

@@ -15,7 +15,6 @@ def test_sequence_is_the_image_row_by_row():
     np.testing.assert_allclose(seq * 255, image.numpy()[..., 0], atol=1e-4)
 
 
-
 @pytest.mark.keras2
 @pytest.mark.jax
 def test_the_ink_mask_covers_each_inked_span_and_masking_pads_outside_it():

@@ -14,7 +14,6 @@ from mnist_rnn import errors, predictor, sample, saved_model, tflite
 from mnist_rnn.model import build_model
 
 
-
 @pytest.fixture(scope="module")
 def test_digits():
     images, labels = sample.load_arrays()
