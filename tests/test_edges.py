@@ -15,17 +15,20 @@ import pytest
 
 from helpers import (run_module, run_python, start_python, tensorboard_scalars, tiny_config,
                      tmpfs)
-from mnist_rnn import answers, checkpoint, config, errors, files, predictor, rundir, trainer
+from mnist_rnn import answers, checkpoint, compat, config, errors, files, predictor, rundir, trainer
 
 keras2 = pytest.mark.keras2
 
 
 @keras2
+@pytest.mark.jax
 def test_overwrite_leaves_nothing_of_the_earlier_run_and_no_user_file_is_touched(tmp_path,
                                                                                tfds_dir):
     model_dir = tmp_path / "run"
-    first = tiny_config(tmp_path, tfds_dir, max_steps=8, export=True, saved_model_xla="off",
-                        tensorboard=True, model_dir=str(model_dir))
+    # The plain graph exports fastest; a model on JAX exports compiled programs only.
+    first = tiny_config(tmp_path, tfds_dir, max_steps=8, export=True, tensorboard=True,
+                        saved_model_xla="off" if compat.HAS_TF_GRAPHS else "auto",
+                        model_dir=str(model_dir))
     trainer.train_and_evaluate(first, out=io.StringIO())
     assert (model_dir / "saved_model").is_dir()
     # The user's files that look like temporaries, and a real one a killed write left.
