@@ -12,7 +12,7 @@ import importlib.util
 from absl import flags
 
 from mnist_rnn import cli
-from mnist_rnn.compare import runner
+from mnist_rnn.compare import measure, runner
 from mnist_rnn.config import CHECKS, TrainConfig, valid_timesteps
 from mnist_rnn.errors import UserError
 
@@ -26,8 +26,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                       "Sequence lengths to measure; each must divide 784.", **fv)
     flags.DEFINE_integer("units", d.units, "LSTM units.", **fv)
     flags.DEFINE_integer("batch_size", d.batch_size, "Training batch size.", **fv)
-    flags.DEFINE_integer("steps", 50, "Timed training steps, after the first and 3 warm-up "
-                         "steps.", lower_bound=1, **fv)
+    flags.DEFINE_integer("steps", measure.STEPS,
+                         "Timed training steps, after the first and 3 warm-up steps.",
+                         lower_bound=1, **fv)
     flags.DEFINE_string("output_dir", "runs/compare", "Where the report files go.", **fv)
     flags.DEFINE_float("compile_timeout", runner.COMPILE_TIMEOUT_S,
                        "Seconds a configuration may take to finish its first step (trace and "

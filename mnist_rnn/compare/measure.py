@@ -21,6 +21,7 @@ def emit(event: str, **fields) -> None:
 
 
 DEFAULTS = TrainConfig()  # Training's own defaults, for what a measurement leaves unsaid.
+STEPS = 50  # Timed training steps, after the first step and the warm-up steps.
 
 
 def directory_bytes(path: str) -> int:
@@ -29,7 +30,7 @@ def directory_bytes(path: str) -> int:
 
 
 def measure(rnn: str, timesteps: int, units: int = DEFAULTS.units,
-            batch_size: int = DEFAULTS.batch_size, steps: int = 50, warmup: int = 3,
+            batch_size: int = DEFAULTS.batch_size, steps: int = STEPS, warmup: int = 3,
             seed: int = DEFAULTS.seed, dataset: str = "mnist_sample",
             data_dir: str | None = None, variable_length: bool = False,
             tensorboard_dir: str | None = None,

@@ -12,7 +12,7 @@ import sys
 import time
 
 from mnist_rnn import files
-from mnist_rnn.compare.measure import DEFAULTS
+from mnist_rnn.compare.measure import DEFAULTS, STEPS
 from mnist_rnn.config import RNNS
 
 TENSORBOARD_DIR = "tensorboard"
@@ -74,7 +74,7 @@ def run_measurement(params, compile_timeout, timeout=900, backend="tensorflow"):
 
 
 def compare(timesteps_list, output_dir, units=DEFAULTS.units, batch_size=DEFAULTS.batch_size,
-            steps=50, compile_timeout=COMPILE_TIMEOUT_S, dataset="mnist_sample", data_dir=None,
+            steps=STEPS, compile_timeout=COMPILE_TIMEOUT_S, dataset="mnist_sample", data_dir=None,
             variable_length=True, backends=("tensorflow",), log=print):
     """Measures static and dynamic at each timesteps value on each of Keras 3's `backends`
     (and, on TensorFlow, dynamic with variable-length batches when `variable_length`: on
