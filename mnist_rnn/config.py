@@ -35,16 +35,16 @@ def check_runtime(environ) -> None:
     legacy = legacy_keras_requested(environ)
     if backend not in ("tensorflow", "jax"):
         raise UserError(f"KERAS_BACKEND={backend} is not supported: use tensorflow "
-                               "(the default) or jax")
+                        "(the default) or jax")
     if backend == "jax" and legacy:
         raise UserError("Keras 2 (TF_USE_LEGACY_KERAS=1) runs only on TensorFlow: "
-                               "unset KERAS_BACKEND=jax or TF_USE_LEGACY_KERAS")
+                        "unset KERAS_BACKEND=jax or TF_USE_LEGACY_KERAS")
     if backend == "jax" and importlib.util.find_spec("jax") is None:
         raise UserError("KERAS_BACKEND=jax needs JAX: pip install 'mnist_rnn[jax]'")
     if legacy and importlib.util.find_spec("tf_keras") is None:
         raise UserError("TF_USE_LEGACY_KERAS=1 asks for Keras 2, which is not "
-                               "installed: pip install 'mnist_rnn[keras2]', or unset "
-                               "TF_USE_LEGACY_KERAS for Keras 3")
+                        "installed: pip install 'mnist_rnn[keras2]', or unset "
+                        "TF_USE_LEGACY_KERAS for Keras 3")
 
 
 def valid_timesteps() -> list[int]:
@@ -74,8 +74,6 @@ CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
     "backup_every_steps": (lambda v: v >= 0, "be 0 (at each evaluation) or more"),
     "verbose": (lambda v: v in (0, 1, 2), "be 0, 1 or 2"),
 }
-STATIC_FIXED_LENGTH = ("the static model is unrolled into one fixed sequence length, so it "
-                       "cannot run sequences of their own lengths")
 
 
 def check(name: str, value) -> None:
@@ -83,6 +81,14 @@ def check(name: str, value) -> None:
     test, must = CHECKS[name]
     if not test(value):
         raise UserError(f"{setting(name, value)}: {setting(name)} must {must}")
+
+
+def check_variable_length(rnn: str, variable_length: bool) -> None:
+    """Raises a UserError unless the two go together: variable length needs the loop."""
+    if variable_length and rnn == "static":
+        raise UserError(f"{setting('variable_length', True)} needs {setting('rnn', 'dynamic')}: "
+                        "the static model is unrolled into one fixed sequence length, so it "
+                        "cannot run sequences of their own lengths")
 
 
 @dataclasses.dataclass
@@ -126,9 +132,7 @@ class TrainConfig:
     def __post_init__(self):
         for name in CHECKS:
             check(name, getattr(self, name))
-        if self.variable_length and self.rnn == "static":
-            raise UserError(f"{setting('variable_length', True)} needs "
-                            f"{setting('rnn', 'dynamic')}: {STATIC_FIXED_LENGTH}")
+        check_variable_length(self.rnn, self.variable_length)
         if self.model_dir is None:
             self.model_dir = f"runs/{self.rnn}"
         if self.dry_run:

@@ -6,8 +6,7 @@ from typing import Callable
 
 from mnist_rnn import compat, sequences
 from mnist_rnn.compat import keras
-from mnist_rnn.config import NUM_CLASSES, PIXELS, STATIC_FIXED_LENGTH, TrainConfig, check
-from mnist_rnn.errors import UserError, setting
+from mnist_rnn.config import NUM_CLASSES, PIXELS, TrainConfig, check, check_variable_length
 
 
 @keras.saving.register_keras_serializable(package="mnist_rnn")
@@ -32,10 +31,8 @@ def build_model(rnn: str, units: int, timesteps: int, features: int, seed: int |
     leading and trailing steps, like `sequence_length` in tf.nn.dynamic_rnn.
     """
     check("rnn", rnn)
+    check_variable_length(rnn, variable_length)
     static = rnn == "static"
-    if variable_length and static:
-        raise UserError(f"{setting('variable_length', True)} needs "
-                        f"{setting('rnn', 'dynamic')}: {STATIC_FIXED_LENGTH}")
     inputs = keras.Input(shape=(timesteps if static else None, features), name="sequences")
     x = inputs
     if variable_length:

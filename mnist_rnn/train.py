@@ -8,8 +8,9 @@ import dataclasses
 from absl import flags
 
 from mnist_rnn import cli
-from mnist_rnn.config import (CHECKS, LR_SCHEDULES, RNNS, STATIC_FIXED_LENGTH, STRATEGIES,
-                              TrainConfig)
+from mnist_rnn.config import (CHECKS, LR_SCHEDULES, RNNS, STRATEGIES, TrainConfig,
+                              check_variable_length)
+from mnist_rnn.errors import UserError
 
 FLAGS = flags.FLAGS
 
@@ -85,10 +86,16 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     cli.define_dataset_flags(flag_values)
 
     cli.register_checks([name for name in CHECKS if name in flag_values], flag_values)
-    flags.register_multi_flags_validator(
-        ["rnn", "variable_length"],
-        lambda f: not (f["variable_length"] and f["rnn"] == "static"),
-        f"--variable_length needs --rnn=dynamic: {STATIC_FIXED_LENGTH}", **fv)
+    flags.register_multi_flags_validator(["rnn", "variable_length"], _length_fits_rnn, **fv)
+
+
+def _length_fits_rnn(values: dict) -> bool:
+    """config.check_variable_length on the flags, its message written as flags."""
+    try:
+        check_variable_length(values["rnn"], values["variable_length"])
+    except UserError as e:
+        raise flags.ValidationError(e.as_flags()) from None
+    return True
 
 
 def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> TrainConfig:
