@@ -87,17 +87,19 @@ def from_keras_model(model: keras.Model, path: str = "<in memory>",
 
     return Predictor(
         path, timesteps,
-        lambda digits: np.exp(_log_softmax(logits(preprocess(digits)))).astype(np.float32),
-        lambda sequences: _log_softmax(logits(sequences)).astype(np.float32),
-        lambda digits: np.exp(_log_softmax(step_logits(preprocess(digits)))).astype(np.float32),
-        step_log_probabilities_fn=lambda s: _log_softmax(step_logits(s)).astype(np.float32))
+        lambda digits: _softmax(logits(preprocess(digits))),
+        lambda sequences: _softmax(logits(sequences), log=True),
+        lambda digits: _softmax(step_logits(preprocess(digits))),
+        step_log_probabilities_fn=lambda sequences: _softmax(step_logits(sequences), log=True))
 
 
-def _log_softmax(logits) -> np.ndarray:
-    """float64 log-probabilities of logits [..., 10]."""
+def _softmax(logits, log: bool = False) -> np.ndarray:
+    """float32 probabilities (log: log-probabilities) of logits [..., 10], computed in
+    float64."""
     x = np.asarray(logits, np.float64)
     x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+    x = x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+    return (x if log else np.exp(x)).astype(np.float32)
 
 
 def from_saved_model(loaded, path: str) -> Predictor:
