@@ -43,7 +43,7 @@ def load_state(directory: str) -> dict | None:
             state = json.load(f)
         _check_state(state)
     except (OSError, ValueError) as e:
-        raise UserError(f"{path}: unreadable backup state ({e}); rerun with "
+        raise UserError(f"{path}: a damaged backup state ({e}); rerun with "
                         f"{setting('overwrite', True)} to start over") from None
     return state
 
@@ -55,10 +55,30 @@ def _check_state(state) -> None:
     for name, kind in STATE_FIELDS.items():
         if not isinstance(state.get(name), kind) or isinstance(state.get(name), bool):
             raise ValueError(f"no {kind.__name__} {name!r}")
+    if state["step"] < 0:
+        raise ValueError(f"step {state['step']} is negative")
     weights = state.get("weights")
-    if not state.get("finished") and not (isinstance(weights, str)
-                                          and WEIGHTS_NAME.fullmatch(weights)):
+    if state.get("finished"):
+        return
+    if not (isinstance(weights, str) and WEIGHTS_NAME.fullmatch(weights)):
         raise ValueError(f"no weights file named {WEIGHTS_PREFIX}N{WEIGHTS_SUFFIX}")
+    if weights != weights_name(state["step"]):
+        raise ValueError(f"step {state['step']} does not match its weights file {weights}")
+
+
+def weights_name(step: int) -> str:
+    """The name of the weights file backed up at `step`."""
+    return f"{WEIGHTS_PREFIX}{step}{WEIGHTS_SUFFIX}"
+
+
+def check_step(state: dict, directory: str, last_step: int) -> None:
+    """Refuses a backup whose step lies past the run's `last_step`: written by hand, or for
+    other data."""
+    if state["step"] > last_step:
+        raise UserError(
+            f"{os.path.join(directory, STATE_FILE)}: a damaged backup state (step "
+            f"{state['step']} is past the run's last step, {last_step}); rerun with "
+            f"{setting('overwrite', True)} to start over")
 
 
 def is_backup_file(name: str) -> bool:
@@ -84,6 +104,7 @@ def check_compatible(state: dict, settings: dict, dataset: str) -> None:
     ]
     if state["dataset"] != dataset:
         differing.append(f"dataset {dataset} (the run in progress used {state['dataset']})")
+    what = "a run with other flags" if differing else "a run of another runtime"
     written_by = runtime_of(state)
     if written_by != compat.RUNTIME:
         how = compat.RUNTIMES.get(written_by, "")
@@ -91,7 +112,7 @@ def check_compatible(state: dict, settings: dict, dataset: str) -> None:
                          f"{written_by}{': ' + how + ' to resume it' if how else ''})")
     if differing:
         raise UserError(
-            f"{setting('model_dir')} holds a run with other flags: {'; '.join(differing)}. "
+            f"{setting('model_dir')} holds {what}: {'; '.join(differing)}. "
             f"Rerun with its flags to resume, use another {setting('model_dir')}, or add "
             f"{setting('overwrite', True)} to start over"
         )
@@ -138,7 +159,7 @@ def save(model: keras.Model, directory: str, state: dict) -> None:
     if not all(np.isfinite(v).all() for v in values.values()):
         raise NumericalError(f"the weights are no longer finite at step {state['step']}")
     os.makedirs(directory, exist_ok=True)
-    name = f"{WEIGHTS_PREFIX}{state['step']}{WEIGHTS_SUFFIX}"
+    name = weights_name(state["step"])
     path = os.path.join(directory, name)
     needed = ARCHIVE_OVERHEAD_BYTES + sum(v.nbytes for v in values.values())
     if shutil.disk_usage(directory).free < needed:  # Fail before writing anything.

@@ -7,6 +7,7 @@ defining anything.
 """
 
 import gc
+import logging as std_logging
 import os
 import re
 import signal
@@ -102,12 +103,34 @@ def run(main: Callable[[list[str]], int | None],
         except SystemExit as e:  # A command's own sys.exit("error: ...").
             status = e.code
         except Stopped as e:
-            print(f"stopped on {signal.Signals(e.signal_number).name}; the files written so "
-                  "far are kept: run the same command again to finish", file=sys.stderr)
+            # The work cut short may hold TensorFlow objects that log their creation as they
+            # go; that is not news now.
+            std_logging.getLogger("tensorflow").disabled = True
+            print(f"stopped on {signal.Signals(e.signal_number).name}; every file written is "
+                  "whole: run the same command again to finish", file=sys.stderr)
             status = 128 + e.signal_number
+        except Exception as e:
+            if verbose or not (why := out_of_resources(e)):
+                raise
+            status = f"error: {errors.one_line(why)}"
         exit_now(status)
 
     app.run(wrapped, flags_parser=_parse_flags)
+
+
+def out_of_resources(error: Exception) -> str | None:
+    """One line for an error the machine gave (a file that cannot be read or written, memory
+    run out), or None for any other, which is a bug and keeps its traceback."""
+    if isinstance(error, OSError):
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror or error}; every file written before is whole"
+    tf = sys.modules.get("tensorflow")
+    if isinstance(error, MemoryError) or (
+            tf is not None and isinstance(error, tf.errors.ResourceExhaustedError)) or (
+            "RESOURCE_EXHAUSTED" in str(error)[:200]):
+        return ("out of memory: the machine cannot hold this model and its batch (fewer "
+                "--units or a smaller --batch_size need less)")
+    return None
 
 
 class Stopped(BaseException):

@@ -7,6 +7,10 @@ Imports nothing heavy, so that the commands check their flags before TensorFlow 
 import dataclasses
 import importlib.util
 import math
+import numbers
+import os
+import resource
+import typing
 from typing import Callable
 
 from mnist_rnn.errors import UserError, setting
@@ -91,6 +95,48 @@ def check_variable_length(rnn: str, variable_length: bool) -> None:
                         "cannot run sequences of their own lengths")
 
 
+def check_type(name: str, value, kind) -> None:
+    """Raises a UserError naming `name` unless `value` is of the type `kind` (a float field
+    takes an int too; only a bool field takes a bool)."""
+    # NumPy's numbers too: a sweep may pass them.
+    allowed = tuple({int: numbers.Integral, float: numbers.Real}.get(t, t)
+                    for t in typing.get_args(kind) or (kind,))
+    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+        names = " or ".join("None" if t is type(None) else t.__name__
+                            for t in typing.get_args(kind) or (kind,))
+        raise UserError(f"{setting(name, repr(value))}: {setting(name)} must be of type "
+                        f"{names}")
+
+
+def memory_needed(units: int, timesteps: int, batch_size: int) -> int:
+    """Bytes that training the model takes at least: its float32 parameters four times over
+    (weights, gradients, Adam's two moments) and each step's activations kept for the
+    backward pass (four gates and two states per unit, step and example)."""
+    parameters = 4 * units * (PIXELS // timesteps + units + 1) + NUM_CLASSES * (units + 1)
+    return 4 * (4 * parameters + 6 * batch_size * timesteps * units)
+
+
+def memory_available() -> int:
+    """Bytes this process may use: the machine's memory, or less where a limit says so."""
+    limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
+    for which in (resource.RLIMIT_AS, resource.RLIMIT_DATA):
+        soft = resource.getrlimit(which)[0]
+        if soft != resource.RLIM_INFINITY:
+            limits.append(soft)
+    return min(limits)
+
+
+def check_memory(units: int, timesteps: int, batch_size: int) -> None:
+    """Refuses a model too large for the machine, before anything is allocated."""
+    needed, available = memory_needed(units, timesteps, batch_size), memory_available()
+    if needed > available:
+        raise UserError(
+            f"{setting('units', units)} with {setting('batch_size', batch_size)} needs at least "
+            f"{needed / 2**30:,.1f} GiB to train, and this process may use "
+            f"{available / 2**30:,.1f} GiB: choose fewer {setting('units')} or a smaller "
+            f"{setting('batch_size')}")
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Everything `trainer.train_and_evaluate` needs to know; each field is also a flag of
@@ -130,9 +176,12 @@ class TrainConfig:
     dry_run: bool = False
 
     def __post_init__(self):
+        for field in dataclasses.fields(self):
+            check_type(field.name, getattr(self, field.name), field.type)
         for name in CHECKS:
             check(name, getattr(self, name))
         check_variable_length(self.rnn, self.variable_length)
+        check_memory(self.units, self.timesteps, self.batch_size)
         if self.model_dir is None:
             self.model_dir = f"runs/{self.rnn}"
         if self.dry_run:

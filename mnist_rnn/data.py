@@ -11,6 +11,7 @@ import hashlib
 import io
 import math
 import os
+import random
 import sys
 import tempfile
 import threading
@@ -23,7 +24,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
-from mnist_rnn import sample  # noqa: F401  Registers the `mnist_sample` TFDS builder.
+from mnist_rnn import files, sample  # noqa: F401  sample registers the `mnist_sample` builder.
 from mnist_rnn.config import DATASETS, PIXELS, TrainConfig, check
 from mnist_rnn.errors import DatasetUnavailableError, setting
 from mnist_rnn.sequences import sequence_length, to_sequences
@@ -31,6 +32,8 @@ from mnist_rnn.sequences import sequence_length, to_sequences
 # fails in seconds instead of after TFDS's minutes of retries.
 MNIST_PROBE_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/t10k-labels-idx1-ubyte.gz"
 PROBE_TIMEOUT_S = 5.0
+# Beside a data_dir's datasets: `.NAME.prepare.lock`, taken while NAME is prepared there.
+PREPARE_LOCK_SUFFIX = ".prepare.lock"
 
 
 @dataclasses.dataclass
@@ -158,38 +161,44 @@ def check_mnist_files(mnist_dir: str, data_dir: str | None = None) -> None:
             f"holds the four MNIST files as published ({names})")
     for name, info in sorted(expected.items()):
         path = os.path.join(mnist_dir, name)
-        if not os.path.isfile(path):
+        try:
+            size = os.stat(path).st_size if not os.path.isdir(path) else None
+            digest = _sha256(path) if size == int(info.size) else None
+        except FileNotFoundError:
             raise DatasetUnavailableError(
                 f"{path} is missing: {setting('mnist_dir')} must hold the four MNIST files as "
-                f"published ({names})")
-        size = os.path.getsize(path)
+                f"published ({names})") from None
+        except OSError as e:
+            raise DatasetUnavailableError(
+                f"cannot read {path}: {e.strerror or e}; make the four MNIST files in "
+                f"{setting('mnist_dir')} readable to you") from None
+        if size is None:
+            raise DatasetUnavailableError(f"{path} is not a file: {setting('mnist_dir')} must "
+                                          f"hold the four MNIST files as published ({names})")
         if size != int(info.size):
             raise DatasetUnavailableError(
                 f"{path} has {size:,} bytes, not the published file's {int(info.size):,}: use "
                 "the file as published, not cut short or compressed again")
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        digest = digest.hexdigest()
         if digest != info.checksum:
             raise DatasetUnavailableError(
                 f"{path} has sha256 {digest}, not the published file's {info.checksum}: use "
                 "the file as published, not compressed again or altered")
 
 
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def prepare_mnist(mnist_dir: str, data_dir: str | None = None,
                   out: TextIO = sys.stdout) -> None:
     """Prepares TFDS's `mnist` in `data_dir` from the published files in `mnist_dir` (see
     check_mnist_files) once, as TFDS would from its download, which it checks again."""
-    if prepared("mnist", data_dir):
-        return
-    builder = _quietly(lambda: tfds.builder("mnist", data_dir=data_dir))
-    print(f"Preparing full MNIST once, from {mnist_dir}, in {builder.data_dir}", file=out,
-          flush=True)
-    tfds.display_progress_bar(False)
-    _quietly(lambda: builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=mnist_dir)))
+    _prepare_once("mnist", data_dir, f"full MNIST once, from {mnist_dir}", out,
+                  download_config=tfds.download.DownloadConfig(manual_dir=mnist_dir))
 
 
 def _check_preparable(name: str, data_dir: str | None) -> None:
@@ -241,13 +250,31 @@ def length_buckets(timesteps: int, count: int = 7) -> tuple[int, ...]:
 def prepare_sample(data_dir: str | None = None, out: TextIO = sys.stdout) -> None:
     """Writes the bundled sample as a TFDS dataset in `data_dir` once, saying so in one line:
     TFDS's own words would speak of a download, and nothing is downloaded."""
-    if prepared("mnist_sample", data_dir):
+    _prepare_once("mnist_sample", data_dir, "the bundled sample (5,000 MNIST digits) once",
+                  out)
+
+
+def _prepare_once(name: str, data_dir: str | None, what: str, out: TextIO,
+                  **prepare_options) -> None:
+    """Prepares TFDS dataset `name` in `data_dir` unless it is there, saying so in one line.
+    Processes that start at once take turns on a lock beside it, so the first prepares and the
+    others find it done; TFDS's temporary names come from Python's `random`, which a run
+    seeds, so it draws them from a state of its own."""
+    if prepared(name, data_dir):
         return
-    builder = _quietly(lambda: tfds.builder("mnist_sample", data_dir=data_dir))
-    print(f"Preparing the bundled sample (5,000 MNIST digits) once, in {builder.data_dir}",
-          file=out, flush=True)
-    tfds.display_progress_bar(False)
-    _quietly(builder.download_and_prepare)
+    where = data_dir or tfds.core.constants.DATA_DIR
+    with files.waiting_for(os.path.join(where, f".{name}{PREPARE_LOCK_SUFFIX}")):
+        if prepared(name, data_dir):
+            return
+        builder = _quietly(lambda: tfds.builder(name, data_dir=data_dir))
+        print(f"Preparing {what}, in {builder.data_dir}", file=out, flush=True)
+        tfds.display_progress_bar(False)
+        seeded = random.getstate()
+        random.seed()  # From the OS: unlike any other process's.
+        try:
+            _quietly(lambda: builder.download_and_prepare(**prepare_options))
+        finally:
+            random.setstate(seeded)
 
 
 def _quietly(call):

@@ -24,6 +24,8 @@ def main(argv):
     # TensorFlow loads once the flags are valid.
     from mnist_rnn import data, files, predictor, report
 
+    if FLAGS.output_dir:  # Before the test pass: it would be lost.
+        files.ensure_writable_dir(FLAGS.output_dir, "output_dir")
     model = predictor.load(FLAGS.model)
     name = data.resolve_dataset(FLAGS.dataset, FLAGS.data_dir, mnist_dir=FLAGS.mnist_dir)
     datasets = data.load_datasets(name, model.timesteps, batch_size=500,

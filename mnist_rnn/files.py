@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 from typing import Callable
@@ -16,12 +17,28 @@ from mnist_rnn.errors import OutputError, UserError, setting
 
 LOCK_FILE = ".lock"
 
+# A temporary's name: "." + its target's name + TMP_MARK + 8 random characters of tempfile's
+# (never a name that exists: it is created exclusively) + a suffix some writers need.
 TMP_MARK = ".tmp-"
+_TMP_SUFFIXES = ("", ".keras", ".png", ".tflite", ".old")
+_TMP_NAME = re.compile(rf"\.(?P<target>.+){re.escape(TMP_MARK)}[a-z0-9_]{{8}}"
+                       rf"(?P<suffix>{'|'.join(re.escape(s) for s in _TMP_SUFFIXES)})")
 
 
-def _tmp_path(path, suffix=""):
-    directory, name = os.path.split(os.path.abspath(path))
-    return os.path.join(directory, f".{name}{TMP_MARK}{os.getpid()}{suffix}")
+def _tmp_path(path, suffix="", directory=False):
+    """A new, empty temporary file (or `directory`) beside `path`, created under a name
+    nothing held: a link or a file planted in its place is never written through."""
+    parent, name = os.path.split(os.path.abspath(path))
+    if directory:
+        tmp = tempfile.mkdtemp(suffix, f".{name}{TMP_MARK}", parent)
+    else:
+        fd, tmp = tempfile.mkstemp(suffix, f".{name}{TMP_MARK}", parent)
+        os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    # tempfile makes them private; the target gets the modes of any new file or directory.
+    os.chmod(tmp, (0o777 if directory else 0o666) & ~umask)
+    return tmp
 
 
 _together: list[tuple[str, str]] | None = None  # (temporary, target) of all_or_nothing.
@@ -108,26 +125,27 @@ def save_model(model, path):
 
 
 def replace_dir(write, path):
-    """Calls write(tmp_dir), then swaps tmp_dir in for `path`; the old one is kept until then.
-    Returns what write returned."""
-    tmp = _tmp_path(path)
-    old = _tmp_path(path, suffix=".old")
-    shutil.rmtree(tmp, ignore_errors=True)
+    """Calls write(tmp_dir) on a new empty directory, then swaps it in for `path`; the old
+    one is kept until then. Returns what write returned."""
+    tmp = _tmp_path(path, directory=True)
+    old = tmp + ".old"  # As unguessable as tmp, and free while tmp is ours.
     try:
         written = write(tmp)
-        if os.path.exists(path):
+        if os.path.lexists(path):
             os.replace(path, old)
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+        remove(old)
     return written
 
 
-# A temporary's name: "." + the target's name + TMP_MARK + the writer's process id + one of
-# the suffixes that the writes here give it.
-_TMP_NAME = re.compile(rf"\.(?P<target>.+){re.escape(TMP_MARK)}\d+(?P<suffix>|\.keras|\.png|"
-                       r"\.tflite|\.old)")
+def remove(path: str) -> None:
+    """Deletes a file, a link (not what it points to) or a directory tree, if there."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.remove(path)
 
 
 def remove_stale_tmp(directory: str, ours: Callable[[str], bool]) -> None:
@@ -143,15 +161,16 @@ def remove_stale_tmp(directory: str, ours: Callable[[str], bool]) -> None:
         original = os.path.join(directory, match["target"])
         if match["suffix"] == ".old" and not os.path.lexists(original):
             os.replace(target, original)  # Killed between the two renames of replace_dir.
-        elif os.path.isdir(target) and not os.path.islink(target):
-            shutil.rmtree(target, ignore_errors=True)
         else:
-            os.remove(target)
+            remove(target)
 
 
 def ensure_writable_dir(path, setting_name: str = "model_dir") -> None:
     """Creates `path` if needed; raises OutputError with a one-line reason, naming the setting
     that gave the path, if it cannot be written."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise OutputError(f"{setting(setting_name, path)} is not a directory: name a "
+                          "directory, new or existing")
     try:
         os.makedirs(path, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
@@ -176,18 +195,31 @@ def write_or_fail(write, *args):
 
 def _open_lock(directory: str, setting_name: str, create: bool) -> int | None:
     """A descriptor of `directory`'s lock file (None when it does not exist and not
-    `create`); a lock file that cannot be one is an OutputError naming it."""
+    `create`); a lock file that cannot be one (a link, which is never followed, a second
+    name of another file, a FIFO) is an OutputError naming it."""
     path = os.path.join(directory, LOCK_FILE)
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        return os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+        fd = os.open(path, flags | (os.O_CREAT if create else 0), 0o644)
     except FileNotFoundError:
         if create:
             raise
         return None
     except OSError as e:
-        raise OutputError(f"cannot lock {setting(setting_name, directory)}: {path}: "
-                          f"{e.strerror or e}; remove it, or use another "
-                          f"{setting(setting_name)}") from None
+        why = "a symbolic link, which a run never follows" if os.path.islink(path) else (
+            e.strerror or str(e))
+        raise _not_a_lock(path, directory, setting_name, why) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise _not_a_lock(path, directory, setting_name, "not a regular file" if not
+                          stat.S_ISREG(info.st_mode) else "a hard link to another file")
+    return fd
+
+
+def _not_a_lock(path: str, directory: str, setting_name: str, why: str) -> OutputError:
+    return OutputError(f"cannot lock {setting(setting_name, directory)}: {path}: {why}; "
+                       f"remove it, or use another {setting(setting_name)}")
 
 
 def _lock(fd: int, directory: str, setting_name: str) -> None:
@@ -226,6 +258,19 @@ def exclusive(directory: str, setting_name: str = "model_dir"):
         yield
     finally:
         os.close(fd)  # Releases the lock.
+
+
+@contextlib.contextmanager
+def waiting_for(path: str):
+    """Holds an exclusive lock on the file `path` (created if need be, never through a link)
+    for the block, waiting first for any other process that holds it."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ INK = 32  # Pixels above this count as ink when cropping.
 # Larger images are refused before they are decoded: a digit needs far fewer pixels, and a
 # 20000x20000 image would take gigabytes.
 MAX_PIXELS = 25_000_000
+FORMATS = ("PNG", "JPEG", "BMP", "GIF")  # PIL's names; other formats are refused.
 
 
 def load_image(path: str, invert: bool | None = None) -> np.ndarray:
@@ -90,9 +91,11 @@ def _border(gray):
 
 def _image_to_gray(path):
     try:
-        with _our_size_limit_only(), Image.open(path) as image:
+        with _our_size_limit_only(), Image.open(path, formats=FORMATS) as image:
             _check_size(path, *image.size)  # Only the header is read so far.
-            image.seek(0)  # First frame of a GIF.
+            if getattr(image, "n_frames", 1) > 1:
+                raise ImageError(f"{path}: an animation of {image.n_frames} frames; save the "
+                                 "frame to read as an image of its own")
             if image.mode.startswith("I") or image.mode == "F":
                 # 16-bit (or wider) grayscale: scale to 8 bits; convert("L") would clip.
                 wide = np.asarray(image, dtype=np.float64)
@@ -124,6 +127,9 @@ def _array_to_gray(path):
     try:
         array = np.load(path, allow_pickle=False, mmap_mode="r")  # The header, for its size.
     except (ValueError, OSError) as e:
+        if "Python objects" in str(e) or "allow_pickle" in str(e):
+            raise ImageError(f"{path}: an array of Python objects, which is never loaded (it "
+                             "could run code); save an array of numbers") from None
         raise ImageError(f"{path}: not a NumPy .npy array ({e})") from None
     if array.ndim >= 2 and array.shape[0] * array.shape[1] > MAX_PIXELS:
         _check_size(path, array.shape[1], array.shape[0])
@@ -141,8 +147,10 @@ def _array_to_gray(path):
         raise ImageError(f"{path}: array of dtype {array.dtype}; expected numbers")
     is_float = array.dtype.kind == "f"
     array = array.astype(np.float64)
+    if not np.isfinite(array).all():
+        raise ImageError(f"{path}: values that are not numbers (NaN or infinity)")
     if is_float and array.max(initial=0) <= 1.0:
         array = array * 255.0  # Floats in [0, 1], as the training pipeline uses.
-    if array.min(initial=0) < 0 or array.max(initial=0) > 255 or not np.isfinite(array).all():
+    if array.min(initial=0) < 0 or array.max(initial=0) > 255:
         raise ImageError(f"{path}: values outside [0, 255] (or [0, 1] for floats)")
     return np.round(array).astype(np.uint8)

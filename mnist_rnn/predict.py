@@ -35,6 +35,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_string("output_dir", None,
                         "With --per_step: where to write the charts (default: beside each "
                         "image).", **fv)
+    flags.DEFINE_bool("overwrite", False,
+                      "With --per_step: replace charts already there (an image given to the "
+                      "same call never is).", **fv)
 
 
 def main(argv):
@@ -45,13 +48,14 @@ def main(argv):
 
     if FLAGS.per_step and FLAGS.output_dir:
         files.ensure_writable_dir(FLAGS.output_dir, "output_dir")
-    used = set()  # Chart paths written.
+    # Chart paths written, and the inputs, which no chart may replace.
+    used = {os.path.realpath(p) for p in paths}
     model = predictor.load(FLAGS.model, eager=True)  # One call: tracing would cost more.
     results = []
     for chunk, digits in answers.predict_files(model, paths, FLAGS.invert, FLAGS.top_k,
                                                FLAGS.per_step):  # Shown as they come.
         if FLAGS.per_step:
-            _write_charts(chunk, digits, FLAGS.output_dir, used)
+            _write_charts(chunk, digits, FLAGS.output_dir, used, FLAGS.overwrite)
         for result in chunk:
             if "error" in result:
                 print(answers.format_result(result), file=sys.stderr, flush=True)
@@ -64,9 +68,10 @@ def main(argv):
 
 
 def _write_charts(results: list[dict], digits: dict, output_dir: str | None,
-                  used: set[str]) -> None:
-    """IMAGE.steps.png for each digit read, each under a name not `used` yet (which it then
-    adds); a chart that cannot be written is that image's error line."""
+                  used: set[str], overwrite: bool) -> None:
+    """IMAGE.steps.png for each digit read, each under a name not `used` yet (real paths,
+    which it then adds), replacing a file only when `overwrite`; a chart that cannot be
+    written is that image's error line."""
     from mnist_rnn import reading
 
     for i, digit in digits.items():
@@ -75,10 +80,14 @@ def _write_charts(results: list[dict], digits: dict, output_dir: str | None,
         if output_dir:
             stem = os.path.join(output_dir, os.path.basename(stem))
         chart, n = stem + reading.STEPS_PNG_SUFFIX, 1
-        while chart in used:  # Two images of one name in --output_dir.
+        while os.path.realpath(chart) in used:  # An input, or two images of one name.
             n += 1
             chart = f"{stem}-{n}{reading.STEPS_PNG_SUFFIX}"
-        used.add(chart)
+        used.add(os.path.realpath(chart))
+        if os.path.lexists(chart) and not overwrite:
+            result["error"] = (f"{chart} exists: pass --overwrite to replace the chart, or "
+                               "--output_dir to write the charts elsewhere")
+            continue
         try:
             reading.write_image_chart(
                 digit, result["step_probabilities"], chart,

@@ -99,6 +99,9 @@ def _train(run: _Run, clock: Clock, out: TextIO) -> tuple[keras.Model, dict]:
     with clock.phase("data"):
         seed(config.seed)
         run.datasets = run.datasets or data.load_for(config, run.dataset_name)
+    if run.state:
+        checkpoint.check_step(run.state, run.backup_dir,
+                              config.last_step(run.datasets.steps_per_epoch))
     with clock.phase("build"), run.strategy.scope():
         # Keras 3 fails to run several steps per call over replicas: one step each there.
         run.model = build_for(config, run.datasets, steps_per_execution=(
@@ -369,6 +372,9 @@ def _already_finished(config: TrainConfig, state: dict,
                       out: TextIO) -> tuple[keras.Model, dict]:
     try:
         metrics = load_metrics(config.model_dir)
+        if metrics.get("steps") != state["step"]:
+            raise ValueError(f"its backup's step {state['step']} is not metrics.json's "
+                             f"{metrics.get('steps')}")
         model = keras.models.load_model(os.path.join(config.model_dir, MODEL_FILE))
     except (OSError, ValueError) as e:
         raise UserError(

@@ -33,11 +33,11 @@ def test_overwrite_leaves_nothing_of_the_earlier_run_and_no_user_file_is_touched
     assert (model_dir / "saved_model").is_dir()
     # The user's files that look like temporaries, and a real one a killed write left.
     user_files = {".notes.tmp-2024": "notes", ".old.tmp-1.old": "old",
-                  ".project.tmp-work/file": "work"}
+                  ".project.tmp-work/file": "work", ".metrics.json.tmp-12345": "mine"}
     for name, text in user_files.items():
         (model_dir / name).parent.mkdir(exist_ok=True)
         (model_dir / name).write_text(text)
-    (model_dir / ".model.keras.tmp-99999.keras").write_bytes(b"half a model")
+    (model_dir / ".model.keras.tmp-k1ll3d_9.keras").write_bytes(b"half a model")
 
     out = io.StringIO()
     trainer.train_and_evaluate(tiny_config(tmp_path, tfds_dir, max_steps=4, units=16,
@@ -45,7 +45,7 @@ def test_overwrite_leaves_nothing_of_the_earlier_run_and_no_user_file_is_touched
                                            model_dir=str(model_dir)), out=out)
     assert not (model_dir / "saved_model").exists()  # The earlier run's, not rewritten.
     assert not (model_dir / ".replaced").exists()
-    assert not (model_dir / ".model.keras.tmp-99999.keras").exists()
+    assert not (model_dir / ".model.keras.tmp-k1ll3d_9.keras").exists()
     for name, text in user_files.items():
         assert (model_dir / name).read_text() == text, name
     saved = out.getvalue().strip().splitlines()[-1]
@@ -101,7 +101,7 @@ def test_a_state_that_is_not_a_backup_is_one_line(tmp_path, tfds_dir, state):
     config = tiny_config(tmp_path, tfds_dir)
     (pathlib.Path(config.model_dir) / "backup").mkdir(parents=True)
     (pathlib.Path(config.model_dir) / "backup" / "state.json").write_text(json.dumps(state))
-    with pytest.raises(errors.UserError, match="unreadable backup state .* start over") as err:
+    with pytest.raises(errors.UserError, match="a damaged backup state .* start over") as err:
         trainer.train_and_evaluate(config, out=io.StringIO())
     assert "\n" not in str(err.value)
     assert (pathlib.Path(config.model_dir) / "backup" / "state.json").exists()
@@ -186,8 +186,8 @@ def test_sigint_during_start_up_is_one_line_and_130(tmp_path, tfds_dir):
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-3000:]
     assert stderr.strip().splitlines() == [
-        "stopped on SIGINT; the files written so far are kept: run the same command again "
-        "to finish"]
+        "stopped on SIGINT; every file written is whole: run the same command again to "
+        "finish"]
 
 
 @keras2

@@ -231,7 +231,7 @@ def test_unreadable_backup_state_is_one_line(tmp_path, tfds_dir):
     os.makedirs(os.path.join(config.model_dir, "backup"))
     with open(os.path.join(config.model_dir, "backup", "state.json"), "w") as f:
         f.write('{"step": 1')  # Truncated.
-    with pytest.raises(errors.UserError, match="unreadable backup state .* overwrite=True") as err:
+    with pytest.raises(errors.UserError, match="a damaged backup state .* overwrite=True") as err:
         trainer.train_and_evaluate(config, out=io.StringIO())
     assert err.value.as_flags().endswith("rerun with --overwrite to start over")
 

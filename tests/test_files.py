@@ -29,7 +29,7 @@ def test_replace_dir_keeps_the_old_dir_when_writing_fails(tmp_path):
     assert os.listdir(target) == ["v1"]
 
     def broken(p):
-        os.makedirs(p)
+        os.makedirs(os.path.join(p, "half"))
         raise RuntimeError("killed mid-export")
 
     with pytest.raises(RuntimeError):
@@ -40,12 +40,15 @@ def test_replace_dir_keeps_the_old_dir_when_writing_fails(tmp_path):
 
 
 def test_stale_temporaries_are_removed_and_an_orphaned_old_dir_restored(tmp_path):
-    (tmp_path / ".model.keras.tmp-123.keras").write_text("half a model")
-    os.makedirs(tmp_path / ".saved_model.tmp-123")
-    os.makedirs(tmp_path / ".saved_model.tmp-99.old" / "variables")  # Killed between renames.
+    (tmp_path / ".model.keras.tmp-a1b2c3d4.keras").write_text("half a model")
+    os.makedirs(tmp_path / ".saved_model.tmp-x_y9z8w7")
+    # Killed between renames.
+    os.makedirs(tmp_path / ".saved_model.tmp-abcdefgh.old" / "variables")
     (tmp_path / "model.keras").write_text("good")
+    (tmp_path / ".model.keras.tmp-123.keras").write_text("the user's, looking alike")
     files.remove_stale_tmp(tmp_path, {"model.keras", "saved_model"}.__contains__)
-    assert sorted(os.listdir(tmp_path)) == ["model.keras", "saved_model"]
+    assert sorted(os.listdir(tmp_path)) == [".model.keras.tmp-123.keras", "model.keras",
+                                            "saved_model"]
     assert os.listdir(tmp_path / "saved_model") == ["variables"]
 
 

@@ -4,6 +4,8 @@ predictions everywhere, predict on image files, evaluate's report."""
 import json
 import os
 import pathlib
+import shutil
+import signal
 import subprocess
 import sys
 
@@ -12,7 +14,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from helpers import needs_jax, needs_keras2, run_module, run_python
+from helpers import needs_jax, needs_keras2, run_module, run_python, start_python
 from mnist_rnn import answers, compat, errors, predictor, sample, saved_model
 from mnist_rnn.report import CONFUSION_PNG
 from mnist_rnn.compat import keras
@@ -409,3 +411,41 @@ def test_a_model_keras_reads_the_same_on_the_other_backend(tmp_path, test_digits
     theirs = predictor.load(str(tmp_path / "theirs.keras"))
     np.testing.assert_allclose(theirs.probabilities(images),
                                np.load(tmp_path / "theirs_there.npy"), atol=1e-5)
+
+
+def test_predict_never_replaces_an_input_or_a_chart_unless_asked(trained, digit_files,
+                                                                 tmp_path):
+    config, _, _ = trained
+    paths, _ = digit_files
+    a, b = pathlib.Path(paths[0]), pathlib.Path(paths[1])
+    a_chart, b_chart = a.with_suffix(".steps.png"), b.with_suffix(".steps.png")
+    shutil.copy(paths[2], a_chart)  # An image of the user's, given as an input too.
+    b_chart.write_bytes(b"the user's chart")
+    model = f"--model={config.model_dir}/model.keras"
+    result = run_module("mnist_rnn.predict", model, "--per_step", a, a_chart, b)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {b_chart} exists: pass --overwrite to replace the chart, or --output_dir to "
+        "write the charts elsewhere")
+    assert a_chart.read_bytes() == pathlib.Path(paths[2]).read_bytes()
+    assert b_chart.read_bytes() == b"the user's chart"
+    assert a.with_name(a.stem + "-2.steps.png").is_file()  # a's chart, beside its input.
+
+    result = run_module("mnist_rnn.predict", model, "--per_step", "--overwrite", a, a_chart, b)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert a_chart.read_bytes() == pathlib.Path(paths[2]).read_bytes()
+    with Image.open(b_chart) as chart:
+        assert chart.format == "PNG"
+
+
+def test_sigterm_during_predict_is_the_stop_line_alone(trained, digit_files, tmp_path):
+    config, _, _ = trained
+    paths, _ = digit_files
+    process = start_python("-m", "mnist_rnn.predict", f"--model={config.model_dir}/model.keras",
+                           "--per_step", f"--output_dir={tmp_path}", *(paths * 100))
+    process.stdout.readline()  # The first chunk is answered: the next is being read.
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143
+    assert stderr.strip().splitlines() == [
+        "stopped on SIGTERM; every file written is whole: run the same command again to finish"]
