@@ -5,8 +5,11 @@ USER_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
 
 import pytest  # noqa: E402
 
-from helpers import tiny_config  # noqa: E402
-from mnist_rnn import compat, data, trainer  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from helpers import keras_probabilities, tiny_config  # noqa: E402
+from mnist_rnn import compat, data, sample as mnist_sample, trainer  # noqa: E402
 
 # TensorFlow imports JAX where it is installed, and JAX sets TF_CPP_MIN_LOG_LEVEL: the commands
 # that tests run must start as they do from a user's shell.
@@ -52,3 +55,27 @@ def shared_dir(tmp_path_factory, worker_id: str):
     directory of its own below the session's)."""
     base = tmp_path_factory.getbasetemp()
     return base if worker_id == "master" else base.parent
+
+
+@pytest.fixture(scope="session")
+def test_digits():
+    """The sample's test digits as uint8 images, with labels."""
+    images, labels = mnist_sample.load_arrays()
+    rows = mnist_sample.split_indices(labels, "test")
+    return images[rows], labels[rows]
+
+
+@pytest.fixture
+def digit_files(trained, test_digits, tmp_path):
+    """PNGs of the three test digits the model is surest of and right about: as-is,
+    inverted (dark on light) and enlarged to 84x84 in RGB."""
+    _, model, _ = trained
+    images, labels = test_digits
+    p = keras_probabilities(model, images)
+    right = np.flatnonzero(p.argmax(1) == labels)
+    best = right[np.argsort(-p[right].max(1))][:3]
+    paths = [tmp_path / "plain.png", tmp_path / "inverted.png", tmp_path / "big_rgb.png"]
+    Image.fromarray(images[best[0]]).save(paths[0])
+    Image.fromarray(255 - images[best[1]]).save(paths[1])
+    Image.fromarray(images[best[2]]).resize((84, 84), Image.BICUBIC).convert("RGB").save(paths[2])
+    return [str(p) for p in paths], [int(labels[i]) for i in best]

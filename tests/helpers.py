@@ -8,6 +8,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from mnist_rnn.config import TrainConfig
@@ -98,3 +99,11 @@ def tmpfs(path, options: str):
         yield str(path)
     finally:
         subprocess.run(["umount", "--lazy", str(path)], check=True)
+
+
+def keras_probabilities(model, images):
+    sequences = images.reshape(len(images), -1).astype(np.float32) / 255.0
+    sequences = sequences.reshape(len(images), -1, model.input_shape[-1])
+    import tensorflow as tf
+
+    return tf.nn.softmax(model.predict(sequences, verbose=0)).numpy()

@@ -14,8 +14,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from helpers import needs_jax, needs_keras2, run_module, run_python, start_python
-from mnist_rnn import answers, compat, errors, predictor, sample, saved_model
+from helpers import (keras_probabilities, needs_jax, needs_keras2, run_module, run_python,
+                     start_python)
+from mnist_rnn import answers, compat, errors, predictor, saved_model
 from mnist_rnn.report import CONFUSION_PNG
 from mnist_rnn.compat import keras
 from mnist_rnn.model import build_model
@@ -25,20 +26,6 @@ from mnist_rnn.model import build_model
 keras2 = pytest.mark.keras2
 # Those marked jax also run on Keras 3's JAX backend: its exports and its files read elsewhere.
 jax = pytest.mark.jax
-
-
-@pytest.fixture(scope="module")
-def test_digits():
-    """The sample's test digits as uint8 images, with labels."""
-    images, labels = sample.load_arrays()
-    rows = sample.split_indices(labels, "test")
-    return images[rows], labels[rows]
-
-
-def keras_probabilities(model, images):
-    sequences = images.reshape(len(images), -1).astype(np.float32) / 255.0
-    sequences = sequences.reshape(len(images), -1, model.input_shape[-1])
-    return tf.nn.softmax(model.predict(sequences, verbose=0)).numpy()
 
 
 @keras2
@@ -188,22 +175,6 @@ def test_compiled_savedmodel_runs_on_plain_tensorflow_in_bounded_programs(tmp_pa
          f"images={tmp_path / 'digits.npy'}"], capture_output=True, text=True, timeout=180)
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert "Result for output key probabilities" in ran.stdout
-
-
-@pytest.fixture
-def digit_files(trained, test_digits, tmp_path):
-    """PNGs of the three test digits the model is surest of and right about: as-is,
-    inverted (dark on light) and enlarged to 84x84 in RGB."""
-    _, model, _ = trained
-    images, labels = test_digits
-    p = keras_probabilities(model, images)
-    right = np.flatnonzero(p.argmax(1) == labels)
-    best = right[np.argsort(-p[right].max(1))][:3]
-    paths = [tmp_path / "plain.png", tmp_path / "inverted.png", tmp_path / "big_rgb.png"]
-    Image.fromarray(images[best[0]]).save(paths[0])
-    Image.fromarray(255 - images[best[1]]).save(paths[1])
-    Image.fromarray(images[best[2]]).resize((84, 84), Image.BICUBIC).convert("RGB").save(paths[2])
-    return [str(p) for p in paths], [int(labels[i]) for i in best]
 
 
 @keras2
