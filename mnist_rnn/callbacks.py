@@ -145,7 +145,10 @@ class Evaluator(StepCallback):
             self.evaluate(newline=self.params.get("verbose") == 1)
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self.every_steps or self._due():
+        # Keras also ends the epoch early on a stop (a signal, a target): no evaluation is due
+        # then unless its step was one, or the resumed run's list would differ.
+        epoch_done = self.step % self.steps_per_epoch == 0
+        if (not self.every_steps and epoch_done) or self._due():
             self.evaluate()
 
     def _due(self) -> bool:

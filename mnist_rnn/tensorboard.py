@@ -113,8 +113,8 @@ def _read_events(path: str) -> list:
     """The whole events of an event file; a record cut short by a kill is left out."""
     events = []
     try:
-        for event in tf.compat.v1.train.summary_iterator(path):
-            events.append(event)
+        for record in tf.data.TFRecordDataset(path):  # What summary_iterator, deprecated, did.
+            events.append(tf.compat.v1.Event.FromString(record.numpy()))
     except tf.errors.DataLossError:
         pass
     return events

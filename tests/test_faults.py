@@ -76,6 +76,7 @@ def test_sigkill_then_the_same_command_resumes_to_the_same_result(uninterrupted,
     result = run(command)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Resuming from the backup at step {killed_at}" in result.stdout
+    assert "deprecated" not in result.stderr  # Reading the curves back says nothing.
     resumed = trainer.load_metrics(model_dir)
     reference = trainer.load_metrics(uninterrupted)
     assert resumed["resumed_from_step"] == killed_at
@@ -254,7 +255,9 @@ def test_a_second_run_on_a_busy_model_dir_stops_at_once_naming_the_first(tmp_pat
     first = start_python(*train_command(model_dir, tfds_dir, "--epochs=50")[1:],
                          stderr=subprocess.DEVNULL)
     try:
-        assert first.stdout.readline().startswith("the default strategy")  # Past the lock.
+        # Past the lock (the data dir may first be prepared, in a line of its own).
+        assert next(line for line in first.stdout
+                    if not line.startswith("Preparing")).startswith("the default strategy")
         second = run(train_command(model_dir, tfds_dir, "--epochs=50"))
         assert second.returncode == 1 and "Traceback" not in second.stderr
         assert second.stderr.strip().splitlines()[-1] == (

@@ -251,3 +251,17 @@ def test_a_backup_of_another_runtime_is_named_as_such():
         state["runtime"] = "Keras 3 on TensorFlow"
     with pytest.raises(errors.UserError, match="holds a run of another runtime: "):
         checkpoint.check_compatible(state, settings, "mnist")
+
+
+def test_an_epoch_cut_short_by_a_stop_is_not_evaluated_as_its_end():
+    from mnist_rnn.callbacks import Evaluator
+
+    passes = []
+    evaluator = Evaluator(test_pass=lambda: passes.append(1), steps_per_epoch=10,
+                          clock=lambda: 0.0, out=io.StringIO())
+    evaluator.set_params({"steps": 10, "verbose": 0})
+    evaluator.on_epoch_begin(0)
+    for batch in range(4):  # A signal stops the run after step 4.
+        evaluator.on_train_batch_end(batch)
+    evaluator.on_epoch_end(0)  # Keras 2 and 3 both end the epoch on a stop.
+    assert passes == [] and evaluator.history == []
