@@ -43,9 +43,13 @@ def load_state(directory: str) -> dict | None:
             state = json.load(f)
         _check_state(state)
     except (OSError, ValueError) as e:
-        raise UserError(f"{path}: a damaged backup state ({e}); rerun with "
-                        f"{setting('overwrite', True)} to start over") from None
+        raise _damaged(directory, str(e)) from None
     return state
+
+
+def _damaged(directory: str, why: str) -> UserError:
+    return UserError(f"{os.path.join(directory, STATE_FILE)}: a damaged backup state ({why}); "
+                     f"rerun with {setting('overwrite', True)} to start over")
 
 
 def _check_state(state) -> None:
@@ -75,10 +79,8 @@ def check_step(state: dict, directory: str, last_step: int) -> None:
     """Refuses a backup whose step lies past the run's `last_step`: written by hand, or for
     other data."""
     if state["step"] > last_step:
-        raise UserError(
-            f"{os.path.join(directory, STATE_FILE)}: a damaged backup state (step "
-            f"{state['step']} is past the run's last step, {last_step}); rerun with "
-            f"{setting('overwrite', True)} to start over")
+        raise _damaged(directory,
+                       f"step {state['step']} is past the run's last step, {last_step}")
 
 
 def is_backup_file(name: str) -> bool:

@@ -193,11 +193,14 @@ def write_or_fail(write, *args):
         ) from None
 
 
-def _open_lock(directory: str, setting_name: str, create: bool) -> int | None:
-    """A descriptor of `directory`'s lock file (None when it does not exist and not
-    `create`); a lock file that cannot be one (a link, which is never followed, a second
-    name of another file, a FIFO) is an OutputError naming it."""
-    path = os.path.join(directory, LOCK_FILE)
+class _NotALock(Exception):
+    """Why a file cannot serve as a lock."""
+
+
+def _open_lock_file(path: str, create: bool) -> int | None:
+    """A descriptor of the lock file `path` (None when it does not exist and not `create`).
+    Raises _NotALock for a file that cannot be one: a link (never followed), a hard link to
+    another file, a FIFO (never waited on), a directory."""
     flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         fd = os.open(path, flags | (os.O_CREAT if create else 0), 0o644)
@@ -206,20 +209,25 @@ def _open_lock(directory: str, setting_name: str, create: bool) -> int | None:
             raise
         return None
     except OSError as e:
-        why = "a symbolic link, which a run never follows" if os.path.islink(path) else (
-            e.strerror or str(e))
-        raise _not_a_lock(path, directory, setting_name, why) from None
+        raise _NotALock("a symbolic link, which a run never follows" if os.path.islink(path)
+                        else e.strerror or str(e)) from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
         os.close(fd)
-        raise _not_a_lock(path, directory, setting_name, "not a regular file" if not
-                          stat.S_ISREG(info.st_mode) else "a hard link to another file")
+        raise _NotALock("not a regular file" if not stat.S_ISREG(info.st_mode) else
+                        "a hard link to another file")
     return fd
 
 
-def _not_a_lock(path: str, directory: str, setting_name: str, why: str) -> OutputError:
-    return OutputError(f"cannot lock {setting(setting_name, directory)}: {path}: {why}; "
-                       f"remove it, or use another {setting(setting_name)}")
+def _open_lock(directory: str, setting_name: str, create: bool) -> int | None:
+    """A descriptor of `directory`'s lock file (see _open_lock_file); one that cannot be a
+    lock is an OutputError naming it."""
+    path = os.path.join(directory, LOCK_FILE)
+    try:
+        return _open_lock_file(path, create)
+    except _NotALock as e:
+        raise OutputError(f"cannot lock {setting(setting_name, directory)}: {path}: {e}; "
+                          f"remove it, or use another {setting(setting_name)}") from None
 
 
 def _lock(fd: int, directory: str, setting_name: str) -> None:
@@ -262,10 +270,14 @@ def exclusive(directory: str, setting_name: str = "model_dir"):
 
 @contextlib.contextmanager
 def waiting_for(path: str):
-    """Holds an exclusive lock on the file `path` (created if need be, never through a link)
-    for the block, waiting first for any other process that holds it."""
+    """Holds an exclusive lock on the file `path` (created if need be; one that cannot be a
+    lock is an OutputError) for the block, waiting first for any other process that holds
+    it."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        fd = _open_lock_file(path, create=True)
+    except _NotALock as e:
+        raise OutputError(f"cannot lock {path}: {e}; remove it") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

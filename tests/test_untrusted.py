@@ -265,3 +265,18 @@ def test_an_epoch_cut_short_by_a_stop_is_not_evaluated_as_its_end():
         evaluator.on_train_batch_end(batch)
     evaluator.on_epoch_end(0)  # Keras 2 and 3 both end the epoch on a stop.
     assert passes == [] and evaluator.history == []
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link"])
+def test_a_prepare_lock_that_cannot_be_one_is_refused_without_waiting(tmp_path, kind):
+    lock = tmp_path / ".mnist_sample.prepare.lock"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("someone's notes")
+    if kind == "fifo":
+        os.mkfifo(lock)  # Opened for waiting, it would block until someone wrote to it.
+    else:
+        lock.symlink_to(notes)
+    with pytest.raises(errors.OutputError, match=f"cannot lock {lock}: .*; remove it"):
+        with files.waiting_for(str(lock)):
+            pass
+    assert notes.read_text() == "someone's notes"
