@@ -265,8 +265,10 @@ def main():
         for contender in contenders:
             if contender != "ours" and index >= args.torch_seeds:
                 continue
-            evaluations = timed(_command(contender, args, mnist_dir, data_dir, seed),
-                                _ours if contender == "ours" else _theirs)
+            with tempfile.TemporaryDirectory() as model_dir:  # Ours writes a run; it goes.
+                evaluations = timed(
+                    _command(contender, args, mnist_dir, data_dir, seed, model_dir),
+                    _ours if contender == "ours" else _theirs)
             results["runs"][contender][seed] = summary(evaluations)
             print(contender, "seed", seed, json.dumps(results["runs"][contender][seed]["reached"]),
                   flush=True)
@@ -286,11 +288,11 @@ def run_child(contender: str, mnist_dir: str, flagfile: str, seed: int) -> None:
     return torch_lstm(mnist_dir, FAST_RECIPE, seed, init=FAST_INIT)
 
 
-def _command(contender: str, args, mnist_dir: str, data_dir: str, seed: str) -> list[str]:
+def _command(contender: str, args, mnist_dir: str, data_dir: str, seed: str,
+             model_dir: str) -> list[str]:
     if contender != "ours":
         return [sys.executable, __file__, f"--mnist_dir={mnist_dir}", f"--child={contender}",
                 f"--flagfile={args.flagfile}", f"--seed={seed}"]
-    model_dir = tempfile.mkdtemp(prefix="run-")
     return [sys.executable, "-m", "mnist_rnn.train", f"--flagfile={args.flagfile}",
             f"--mnist_dir={mnist_dir}", f"--data_dir={data_dir}", f"--seed={seed}",
             f"--model_dir={model_dir}/run"]
