@@ -54,6 +54,8 @@ def bomb_png(width: int = 30_000, height: int = 30_000) -> bytes:
             + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1))) + chunk(b"IEND", b""))
 
 
+@pytest.mark.keras2
+@pytest.mark.jax
 def test_read_answers_as_predict_does_and_refuses_what_predict_refuses(trained, digit_files):
     config, _, _ = trained
     paths, labels = digit_files
