@@ -92,8 +92,11 @@ def serve(models: list[Predictor], host: str, port: int) -> http.server.Threadin
                                                  f"models, 0 to {len(models) - 1}"})
             try:
                 length = int(self.headers.get("Content-Length") or 0)
+                if length < 0:  # read(-1) would read on to the end of the connection.
+                    raise ValueError(length)
             except ValueError:
-                return self._json(400, {"error": "Content-Length is not a number"})
+                self.close_connection = True  # The body is never read.
+                return self._json(400, {"error": "Content-Length is not a number of bytes"})
             if length > MAX_BODY_BYTES:
                 self.close_connection = True  # The body is never read.
                 return self._json(413, {"error": f"the file has {length:,} bytes, over the "

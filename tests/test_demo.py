@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import json
 import shutil
+import socket
 import struct
 import urllib.error
 import urllib.request
@@ -40,6 +41,15 @@ def post(url: str, body: bytes) -> tuple[int, dict]:
             return response.status, json.load(response)
     except urllib.error.HTTPError as e:
         return e.code, json.load(e)
+
+
+def _raw_post(url: str, header: str) -> str:
+    """The reply to a POST /read whose headers a client wrote by hand, connection kept open."""
+    host, port = url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as connection:
+        connection.sendall(f"POST /read HTTP/1.1\r\nHost: {host}\r\n{header}\r\n\r\n"
+                           .encode())
+        return connection.recv(65536).decode(errors="replace")
 
 
 def bomb_png(width: int = 30_000, height: int = 30_000) -> bytes:
@@ -85,6 +95,7 @@ def test_read_answers_as_predict_does_and_refuses_what_predict_refuses(trained, 
             assert "/tmp" not in got["error"]  # The private file's name is not shown.
         status, got = post(f"{url}/read?model=2", b"x")
         assert status == 400 and "there are 2 models" in got["error"]
+        assert "not a number of bytes" in _raw_post(url, "Content-Length: -1")
         with open(paths[1], "rb") as f:  # Still serving.
             assert post(f"{url}/read", f.read())[0] == 200
         with urllib.request.urlopen(f"{url}/models", timeout=60) as response:
