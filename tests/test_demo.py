@@ -44,12 +44,14 @@ def post(url: str, body: bytes) -> tuple[int, dict]:
 
 
 def _raw_post(url: str, header: str) -> str:
-    """The reply to a POST /read whose headers a client wrote by hand, connection kept open."""
+    """The whole reply to a POST /read whose headers a client wrote by hand, its connection
+    kept open: the server must answer and close it without waiting for a body."""
     host, port = url.split("//")[1].split(":")
     with socket.create_connection((host, int(port)), timeout=60) as connection:
         connection.sendall(f"POST /read HTTP/1.1\r\nHost: {host}\r\n{header}\r\n\r\n"
                            .encode())
-        return connection.recv(65536).decode(errors="replace")
+        reply = b"".join(iter(lambda: connection.recv(65536), b""))
+    return reply.decode(errors="replace")
 
 
 def bomb_png(width: int = 30_000, height: int = 30_000) -> bytes:
