@@ -33,8 +33,8 @@ JAX_MAX_UNROLLED_STEPS = 28
 
 def keras_train(rnn, units, timesteps, steps, data_dir):
     """Steady-state training samples/s of `python -m mnist_rnn.train` with its defaults."""
-    from mnist_rnn import trainer
-    from mnist_rnn.callbacks import WARMUP_STEPS
+    from mnist_rnn.training import trainer
+    from mnist_rnn.training.callbacks import WARMUP_STEPS
     from mnist_rnn.config import TrainConfig
 
     group = TrainConfig().steps_per_execution  # Stop on a group boundary, or groups shrink.
@@ -65,8 +65,8 @@ def keras_serve(units, timesteps, quick=False):
     """Serving rows of both variants' SavedModels (random weights; quick: dynamic only): the
     plain graph of the earlier versions, and the export's default (compiled by XLA where it
     pays), each measured by serve.py in a fresh process."""
-    from mnist_rnn import saved_model
-    from mnist_rnn.model import build_model
+    from mnist_rnn.serving import saved_model
+    from mnist_rnn.model.lstm import build_model
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,7 +108,7 @@ def torch_serve(units, timesteps, images, repeats, calls):
 
 def pipeline(timesteps, data_dir, batches=400):
     """Samples/s the training input pipeline delivers on its own (after its cache is warm)."""
-    from mnist_rnn import data
+    from mnist_rnn.data import pipeline as data
 
     datasets = data.load_datasets("mnist_sample", timesteps, BATCH, data_dir=data_dir)
     epochs = math.ceil(batches / datasets.steps_per_epoch) + 1
@@ -143,7 +143,7 @@ def main():
         configs = [tuple(int(n) for n in c.split("x")) for c in args.configs.split(",")]
 
     have_torch, have_jax = installed()
-    from mnist_rnn import sample
+    from mnist_rnn.data import sample
 
     images, _ = sample.load_arrays()  # Inference runs on raw uint8 images.
     rows = []

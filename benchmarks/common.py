@@ -36,7 +36,7 @@ def torch_model(units: int, features: int):
 
 def torch_train_arrays():
     """The sample's training images as float pixels in [0, 1], and their labels."""
-    from mnist_rnn import sample
+    from mnist_rnn.data import sample
 
     images, labels = sample.load_arrays()
     rows = sample.split_indices(labels, "train")

@@ -52,8 +52,9 @@ def measure(units, timesteps, steps, data_dir=None, rnn="dynamic", steps_per_exe
         tf.config.threading.set_inter_op_parallelism_threads(inter_op)
     if intra_op:
         tf.config.threading.set_intra_op_parallelism_threads(intra_op)
-    from mnist_rnn import data, model as models
-    from mnist_rnn.callbacks import StepTimer
+    from mnist_rnn.data import pipeline as data
+    from mnist_rnn.model import lstm as models
+    from mnist_rnn.training.callbacks import StepTimer
     from mnist_rnn.compat import keras
     from mnist_rnn.config import TrainConfig
 

@@ -58,7 +58,7 @@ def main():
     parser.add_argument("--json", help="write every round to this JSON file")
     args = parser.parse_args()
 
-    from mnist_rnn import sample
+    from mnist_rnn.data import sample
 
     with tempfile.TemporaryDirectory() as scratch:
         before = os.path.join(scratch, "before")

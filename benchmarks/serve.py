@@ -42,8 +42,10 @@ def main():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    from mnist_rnn import sample, saved_model
+    from mnist_rnn.data import sample
 
+
+    from mnist_rnn.serving import saved_model
     images, _ = sample.load_arrays()
     digits = tf.constant(images[:1000])
     serve = tf.saved_model.load(args.saved_model).signatures["serving_default"]

@@ -250,7 +250,7 @@ def main():
     if args.child:
         return run_child(args.child, mnist_dir, args.flagfile, args.seed)
 
-    from mnist_rnn import data
+    from mnist_rnn.data import pipeline as data
 
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="tfds-")
     data.resolve_dataset("auto", data_dir, mnist_dir=mnist_dir)

@@ -22,8 +22,11 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 def main(argv):
     del argv
     # TensorFlow loads once the flags are valid.
-    from mnist_rnn import data, files, predictor, report
+    from mnist_rnn import files
 
+    from mnist_rnn.data import pipeline as data
+    from mnist_rnn.evaluation import report
+    from mnist_rnn.serving import predictor
     if FLAGS.output_dir:  # Before the test pass: it would be lost.
         files.ensure_writable_dir(FLAGS.output_dir, "output_dir")
     model = predictor.load(FLAGS.model)

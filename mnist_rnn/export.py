@@ -33,8 +33,11 @@ def main(argv):
     if not (FLAGS.tflite or FLAGS.saved_model):
         sys.exit("error: nothing to export: add --tflite, --saved_model or both")
     # TensorFlow loads once the flags are valid.
-    from mnist_rnn import files, predictor, rundir, sample, saved_model, tflite
+    from mnist_rnn import files
 
+    from mnist_rnn.data import sample
+    from mnist_rnn.serving import predictor, saved_model, tflite
+    from mnist_rnn.training import rundir
     output_dir = FLAGS.output_dir or os.path.dirname(os.path.abspath(FLAGS.model))
     files.ensure_writable_dir(output_dir, "output_dir")
     model = predictor.load_keras_model(FLAGS.model)

@@ -44,7 +44,8 @@ def main(argv):
     paths = argv[1:]
     if not paths:
         sys.exit("error: no images given: python -m mnist_rnn.predict --model=PATH IMAGE...")
-    from mnist_rnn import answers, files, predictor  # TensorFlow loads once flags are valid.
+    from mnist_rnn import files  # TensorFlow loads once flags are valid.
+    from mnist_rnn.serving import answers, predictor
 
     if FLAGS.per_step and FLAGS.output_dir:
         files.ensure_writable_dir(FLAGS.output_dir, "output_dir")
@@ -72,7 +73,7 @@ def _write_charts(results: list[dict], digits: dict, output_dir: str | None,
     """IMAGE.steps.png for each digit read, each under a name not `used` yet (real paths,
     which it then adds), replacing a file only when `overwrite`; a chart that cannot be
     written is that image's error line."""
-    from mnist_rnn import reading
+    from mnist_rnn.evaluation import reading
 
     for i, digit in digits.items():
         result = results[i]

@@ -107,7 +107,7 @@ def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> TrainConfig:
 
 def main(argv):
     del argv  # cli.run refuses stray arguments.
-    from mnist_rnn import trainer  # TensorFlow loads once the flags are known to be valid.
+    from mnist_rnn.training import trainer  # TensorFlow loads once the flags are known to be valid.
 
     trainer.train_and_evaluate(config_from_flags())
 

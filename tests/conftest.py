@@ -9,7 +9,9 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from helpers import keras_probabilities, tiny_config  # noqa: E402
-from mnist_rnn import compat, data, sample as mnist_sample, trainer  # noqa: E402
+from mnist_rnn import compat  # noqa: E402
+from mnist_rnn.data import pipeline as data, sample as mnist_sample
+from mnist_rnn.training import trainer
 
 # TensorFlow imports JAX where it is installed, and JAX sets TF_CPP_MIN_LOG_LEVEL: the commands
 # that tests run must start as they do from a user's shell.

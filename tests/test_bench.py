@@ -8,7 +8,7 @@ import math
 import pytest
 
 from helpers import ROOT, run_python
-from mnist_rnn import model
+from mnist_rnn.model import lstm as model
 
 
 def test_quick_benchmark_writes_every_row_and_field(tmp_path, sample, tfds_dir):

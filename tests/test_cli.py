@@ -8,10 +8,11 @@ import pytest
 from absl import flags
 
 from helpers import HAS_JAX, ROOT, run_module, run_python
-from mnist_rnn import (checkpoint, compat, config, distribute, errors, saved_model, tflite,
-                       train, trainer)
+from mnist_rnn import compat, config, errors, train
 
 
+from mnist_rnn.serving import saved_model, tflite
+from mnist_rnn.training import checkpoint, distribute, trainer
 def run_train(*args, timeout=300):
     return run_module("mnist_rnn.train", *args, timeout=timeout)
 
@@ -130,9 +131,9 @@ def test_each_layer_imports_only_what_it_needs():
     """The commands check their flags before TensorFlow loads (and can all be imported in one
     process); a model and its serving never need TFDS."""
     commands = ["mnist_rnn.train", "mnist_rnn.predict", "mnist_rnn.evaluate",
-                "mnist_rnn.export", "mnist_rnn.compare.__main__"]
-    serving = ["mnist_rnn.model", "mnist_rnn.saved_model", "mnist_rnn.predictor",
-               "mnist_rnn.answers", "mnist_rnn.tflite"]
+                "mnist_rnn.export", "mnist_rnn.compare"]
+    serving = ["mnist_rnn.model.lstm", "mnist_rnn.serving.saved_model", "mnist_rnn.serving.predictor",
+               "mnist_rnn.serving.answers", "mnist_rnn.serving.tflite"]
     result = run_python("-c", LAYERS, *commands, *serving, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines() == [f"{m} []" for m in commands] + [

@@ -9,10 +9,13 @@ import tensorflow as tf
 from PIL import Image
 
 from helpers import EXPECTED_TFLITE_OPS, HAS_JAX, run_module, tiny_config
-from mnist_rnn import errors, graphs, sample, sequences, trainer
+from mnist_rnn import errors
+from mnist_rnn.data import sample, sequences
+from mnist_rnn.study import graphs
+from mnist_rnn.training import trainer
 from mnist_rnn.config import TrainConfig
-from mnist_rnn.compare import runner
-from mnist_rnn.model import build_model, compile_model
+from mnist_rnn.study import comparison
+from mnist_rnn.model.lstm import build_model, compile_model
 
 
 def facts(rnn, timesteps, **kwargs):
@@ -82,7 +85,7 @@ def test_compare_cli_end_to_end(tmp_path, tfds_dir):
         ("jax", "static", 7, False), ("jax", "dynamic", 7, False)] * HAS_JAX
     for row in rows:
         assert row["status"] == "ok"
-        for field in runner.ROW_FIELDS:
+        for field in comparison.ROW_FIELDS:
             assert row.get(field) is not None, field
         assert row["time_to_first_step_s"] > 0 and row["samples_per_s"] > 0
     assert [r["accepts_other_length"] for r in rows[:2]] == [False, True]
@@ -108,7 +111,7 @@ def test_compare_cli_end_to_end(tmp_path, tfds_dir):
 
 def test_a_configuration_past_its_compile_timeout_is_reported_not_waited_for(tmp_path,
                                                                             tfds_dir):
-    report = runner.compare([28], str(tmp_path), units=8, steps=2, compile_timeout=0.0,
+    report = comparison.compare([28], str(tmp_path), units=8, steps=2, compile_timeout=0.0,
                             dataset="mnist_sample", data_dir=tfds_dir, variable_length=False,
                             log=lambda line: None)
     assert [r["status"] for r in report["rows"]] == ["compile_timeout", "compile_timeout"]

@@ -10,9 +10,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from helpers import tmpfs
-from mnist_rnn import data, errors, sample
+from mnist_rnn import errors
 
 
+from mnist_rnn.data import pipeline as data, sample
 @pytest.mark.parametrize("timesteps", [28, 7, 196, 784])
 def test_pipeline_shapes_dtypes_and_range(tfds_dir, timesteps):
     ds = data.load_datasets("mnist_sample", timesteps=timesteps, batch_size=50, data_dir=tfds_dir)

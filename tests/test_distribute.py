@@ -10,7 +10,8 @@ import subprocess
 import pytest
 
 from helpers import needs_jax, needs_keras2, run_python, start_python
-from mnist_rnn import compat, distribute, errors
+from mnist_rnn import compat, errors
+from mnist_rnn.training import distribute
 from mnist_rnn.compat import keras
 
 # Each test here is also run under Keras 2, but the two workers': they always run Keras 2.
@@ -25,7 +26,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, sys.argv[3])
 from helpers import tiny_config
-from mnist_rnn import trainer
+from mnist_rnn.training import trainer
 results = {}
 for strategy in ("mirrored", "one_device"):
     out = io.StringIO()

@@ -15,8 +15,10 @@ import pytest
 
 from helpers import (run_module, run_python, start_python, tensorboard_scalars, tiny_config,
                      tmpfs)
-from mnist_rnn import answers, checkpoint, compat, config, errors, files, predictor, rundir, trainer
+from mnist_rnn import compat, config, errors, files
 
+from mnist_rnn.serving import answers, predictor
+from mnist_rnn.training import checkpoint, rundir, trainer
 keras2 = pytest.mark.keras2
 
 

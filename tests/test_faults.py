@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from helpers import run_python, start_python, tensorboard_scalars, tiny_config, tmpfs
-from mnist_rnn import checkpoint, errors, files, trainer
-from mnist_rnn.callbacks import StopOnSignal
+from mnist_rnn import errors, files
+from mnist_rnn.training import checkpoint, trainer
+from mnist_rnn.training.callbacks import StopOnSignal
 from mnist_rnn.compat import keras
 
 
@@ -200,7 +201,8 @@ def test_a_failed_save_is_one_error_and_keeps_the_previous_files(tmp_path, tfds_
 
 KILL_DURING_SAVE = """
 import os, sys, time, keras
-from mnist_rnn import files, model
+from mnist_rnn import files
+from mnist_rnn.model import lstm as model
 m = model.build_model("dynamic", 8, 28, 28, seed=0)
 files.save_model(m, sys.argv[1])
 def slow_save(path, *args, **kwargs):

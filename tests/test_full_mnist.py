@@ -9,8 +9,9 @@ import shutil
 import pytest
 
 from helpers import ROOT, run_module
-from mnist_rnn import data, errors
+from mnist_rnn import errors
 
+from mnist_rnn.data import pipeline as data
 MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
 NAMES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
          "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")

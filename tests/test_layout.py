@@ -29,7 +29,8 @@ def imported(module: str) -> set[str]:
         if isinstance(node, ast.ImportFrom) and node.module == "mnist_rnn":
             found |= {f"mnist_rnn.{alias.name}" for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mnist_rnn."):
-            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" if (ROOT / node.module.replace(".", "/")
+                      / f"{alias.name}.py").exists() else node.module for alias in node.names}
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("mnist_rnn.")}
     return found - {module, "mnist_rnn.compare"}  # The package itself holds nothing.

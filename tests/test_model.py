@@ -3,7 +3,7 @@ import pytest
 
 from mnist_rnn import errors
 from mnist_rnn.compat import keras
-from mnist_rnn.model import Description, build_model, describe, step_logits_fn
+from mnist_rnn.model.lstm import Description, build_model, describe, step_logits_fn
 
 pytestmark = pytest.mark.keras2  # Core tests: also run under Keras 2.
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mnist_rnn import data, sample, sequences
-from mnist_rnn.model import build_model
+from mnist_rnn.data import pipeline as data, sample, sequences
+from mnist_rnn.model.lstm import build_model
 
 
 def test_sequence_is_the_image_row_by_row():

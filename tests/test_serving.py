@@ -16,10 +16,11 @@ from PIL import Image
 
 from helpers import (keras_probabilities, needs_jax, needs_keras2, run_module, run_python,
                      start_python)
-from mnist_rnn import answers, compat, errors, predictor, saved_model
-from mnist_rnn.report import CONFUSION_PNG
+from mnist_rnn import compat, errors
+from mnist_rnn.serving import answers, predictor, saved_model
+from mnist_rnn.evaluation.report import CONFUSION_PNG
 from mnist_rnn.compat import keras
-from mnist_rnn.model import build_model
+from mnist_rnn.model.lstm import build_model
 
 # Core tests (marked keras2) also run under Keras 2; the commands' subprocess tests run under
 # Keras 3 only, as the in-process tests cover what differs between the two.
@@ -323,8 +324,8 @@ def test_training_writes_the_same_report(trained):
 
 OTHER_KERAS_MODEL = """
 import sys
-from mnist_rnn import saved_model
-from mnist_rnn.model import build_model
+from mnist_rnn.serving import saved_model
+from mnist_rnn.model.lstm import build_model
 model = build_model("dynamic", 4, 28, 28, seed=0)
 model.save(sys.argv[1] + "/model.keras")
 saved_model.export_saved_model(model, sys.argv[1] + "/saved_model")
@@ -363,8 +364,8 @@ def test_a_model_keras_reads_the_same_on_the_other_backend(tmp_path, test_digits
     mine.save(tmp_path / "mine.keras")
     script = (
         "import sys, numpy as np\n"
-        "from mnist_rnn import predictor\n"
-        "from mnist_rnn.model import build_model\n"
+        "from mnist_rnn.serving import predictor\n"
+        "from mnist_rnn.model.lstm import build_model\n"
         "images = np.load(sys.argv[1])\n"
         "np.save(sys.argv[3], predictor.load(sys.argv[2]).probabilities(images))\n"
         "theirs = build_model('static', 8, 28, 28, seed=1)\n"

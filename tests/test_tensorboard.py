@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from helpers import tensorboard_has_graph, tensorboard_scalars, tiny_config
-from mnist_rnn import tensorboard, trainer
+from mnist_rnn.training import tensorboard, trainer
 
 pytestmark = pytest.mark.keras2  # Core tests: also run under Keras 2.
 

@@ -10,8 +10,10 @@ import tensorflow as tf
 
 from helpers import EXPECTED_TFLITE_OPS as EXPECTED_OPS
 from helpers import run_module
-from mnist_rnn import errors, predictor, sample, saved_model, tflite
-from mnist_rnn.model import build_model
+from mnist_rnn import errors
+from mnist_rnn.data import sample
+from mnist_rnn.serving import predictor, saved_model, tflite
+from mnist_rnn.model.lstm import build_model
 
 
 @pytest.fixture(scope="module")

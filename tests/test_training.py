@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from helpers import tiny_config
-from mnist_rnn import compat, errors, trainer
+from mnist_rnn import compat, errors
+from mnist_rnn.training import trainer
 from mnist_rnn.compat import keras
 from mnist_rnn.config import TrainConfig
 

@@ -17,8 +17,10 @@ import pytest
 from PIL import Image
 
 from helpers import run_module, start_python, tiny_config
-from mnist_rnn import checkpoint, compat, config, errors, files, images, rundir, trainer
+from mnist_rnn import compat, config, errors, files
 
+from mnist_rnn.data import images
+from mnist_rnn.training import checkpoint, rundir, trainer
 keras2 = pytest.mark.keras2
 # Drops root's powers to read and search anything, so that file modes hold as for a user.
 AS_A_USER = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all"]
@@ -177,7 +179,7 @@ def test_unreadable_mnist_files_are_one_line(tmp_path, kind):
         pytest.skip("needs setpriv (util-linux) to drop root's power to read any file")
     mnist_dir = tmp_path / "mnist"
     mnist_dir.mkdir()
-    from mnist_rnn import data
+    from mnist_rnn.data import pipeline as data
 
     published = data.tfds.builder("mnist").url_infos.values()
     for info in published:  # The published sizes, as holes: only the first is ever read.
@@ -254,7 +256,7 @@ def test_a_backup_of_another_runtime_is_named_as_such():
 
 
 def test_an_epoch_cut_short_by_a_stop_is_not_evaluated_as_its_end():
-    from mnist_rnn.callbacks import Evaluator
+    from mnist_rnn.training.callbacks import Evaluator
 
     passes = []
     evaluator = Evaluator(test_pass=lambda: passes.append(1), steps_per_epoch=10,

@@ -12,7 +12,13 @@ the earlier run back.
 import contextlib
 import os
 
-from mnist_rnn import checkpoint, files, reading, report, tflite
+from mnist_rnn import files
+
+from mnist_rnn.evaluation import reading, report
+
+from mnist_rnn.serving import tflite
+
+from mnist_rnn.training import checkpoint
 from mnist_rnn.errors import OutputError, setting
 
 MODEL_FILE = "model.keras"

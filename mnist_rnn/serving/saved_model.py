@@ -27,8 +27,8 @@ from mnist_rnn import compat, files
 from mnist_rnn.compat import keras
 from mnist_rnn.config import SAVED_MODEL_XLA, SIDE
 from mnist_rnn.errors import UserError
-from mnist_rnn.model import describe, step_logits_fn
-from mnist_rnn.sequences import to_sequences
+from mnist_rnn.model.lstm import describe, step_logits_fn
+from mnist_rnn.data.sequences import to_sequences
 
 IMAGE_SIGNATURE = "serving_default"
 SEQUENCE_SIGNATURE = "serve_sequences"

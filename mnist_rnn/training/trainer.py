@@ -18,15 +18,22 @@ from typing import TextIO
 
 import tensorflow as tf
 
-from mnist_rnn import (checkpoint, compat, data, distribute, files, predictor, report, rundir,
-                       saved_model, tflite)
-from mnist_rnn.callbacks import Backup, Evaluation, Evaluator, Guard, StepTimer, StopOnSignal
+from mnist_rnn import compat, files
+
+from mnist_rnn.data import pipeline as data
+
+from mnist_rnn.evaluation import report
+
+from mnist_rnn.serving import predictor, saved_model, tflite
+
+from mnist_rnn.training import checkpoint, distribute, rundir
+from mnist_rnn.training.callbacks import Backup, Evaluation, Evaluator, Guard, StepTimer, StopOnSignal
 from mnist_rnn.compat import keras
 from mnist_rnn.config import TrainConfig, run_defining
 from mnist_rnn.errors import Interrupted, NumericalError, UserError, setting
-from mnist_rnn.model import build_for, learning_rate_at, schedule_for, seed
-from mnist_rnn.rundir import LOGS_DIR, METRICS_FILE, MODEL_FILE, SAVED_MODEL_DIR
-from mnist_rnn.tensorboard import TensorBoardLog
+from mnist_rnn.model.lstm import build_for, learning_rate_at, schedule_for, seed
+from mnist_rnn.training.rundir import LOGS_DIR, METRICS_FILE, MODEL_FILE, SAVED_MODEL_DIR
+from mnist_rnn.training.tensorboard import TensorBoardLog
 
 
 @dataclasses.dataclass

@@ -24,10 +24,12 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
-from mnist_rnn import files, sample  # noqa: F401  sample registers the `mnist_sample` builder.
+from mnist_rnn import files
+
+from mnist_rnn.data import sample  # noqa: F401  Registers the `mnist_sample` builder.
 from mnist_rnn.config import DATASETS, PIXELS, TrainConfig, check
 from mnist_rnn.errors import DatasetUnavailableError, setting
-from mnist_rnn.sequences import sequence_length, to_sequences
+from mnist_rnn.data.sequences import sequence_length, to_sequences
 # Where TFDS downloads MNIST from; probed before any download so that an offline machine
 # fails in seconds instead of after TFDS's minutes of retries.
 MNIST_PROBE_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/t10k-labels-idx1-ubyte.gz"

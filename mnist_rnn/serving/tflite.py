@@ -27,8 +27,8 @@ from mnist_rnn import compat, files
 from mnist_rnn.compat import keras
 from mnist_rnn.config import NUM_CLASSES, SIDE
 from mnist_rnn.errors import ModelLoadError, UserError
-from mnist_rnn.model import describe
-from mnist_rnn.sequences import to_sequences
+from mnist_rnn.model.lstm import describe
+from mnist_rnn.data.sequences import to_sequences
 
 FLOAT_FILE = "model.tflite"
 INT8_FILE = "model_int8.tflite"

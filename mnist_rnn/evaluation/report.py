@@ -8,9 +8,11 @@ import os
 
 import numpy as np
 
-from mnist_rnn import files, reading
+from mnist_rnn import files
+
+from mnist_rnn.evaluation import reading
 from mnist_rnn.config import NUM_CLASSES, SIDE
-from mnist_rnn.sequences import to_images
+from mnist_rnn.data.sequences import to_images
 
 REPORT_FILE = "evaluation.json"
 CONFUSION_PNG = "confusion_matrix.png"

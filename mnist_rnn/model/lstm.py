@@ -4,7 +4,9 @@ like tf.nn.dynamic_rnn). Both feed the final hidden state h to a Dense(10) of lo
 import dataclasses
 from typing import Callable
 
-from mnist_rnn import compat, sequences
+from mnist_rnn import compat
+
+from mnist_rnn.data import sequences
 from mnist_rnn.compat import keras
 from mnist_rnn.config import NUM_CLASSES, PIXELS, TrainConfig, check, check_variable_length
 

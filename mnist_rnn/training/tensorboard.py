@@ -7,8 +7,10 @@ from typing import Callable
 
 import tensorflow as tf
 
-from mnist_rnn import files, graphs
-from mnist_rnn.callbacks import Evaluation, StepCallback
+from mnist_rnn import files
+
+from mnist_rnn.study import graphs
+from mnist_rnn.training.callbacks import Evaluation, StepCallback
 
 
 class TensorBoardLog(StepCallback):

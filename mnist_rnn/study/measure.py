@@ -1,8 +1,8 @@
 """One static-vs-dynamic measurement, run in its own process so that its memory is its own.
 
-`python -m mnist_rnn.compare.measure '{"rnn": "static", "timesteps": 28, ...}'` prints JSON
+`python -m mnist_rnn.study.measure '{"rnn": "static", "timesteps": 28, ...}'` prints JSON
 lines as it goes: {"event": "ready"}, {"event": "first_step", ...}, {"event": "result", ...},
-so that the parent (`runner.py`) can give up on a configuration that takes too long to compile
+so that the parent (`comparison.py`) can give up on a configuration that takes too long to compile
 and still keep what was measured.
 """
 
@@ -41,9 +41,17 @@ def measure(rnn: str, timesteps: int, units: int = DEFAULTS.units,
     TFLite files' facts."""
     import numpy as np
 
-    from mnist_rnn import compat, data, graphs, predictor, report, sequences
-    from mnist_rnn.model import build_for, seed as seed_all
-    from mnist_rnn.callbacks import StepTimer
+    from mnist_rnn import compat
+
+    from mnist_rnn.data import pipeline as data, sequences
+
+    from mnist_rnn.evaluation import report
+
+    from mnist_rnn.serving import predictor
+
+    from mnist_rnn.study import graphs
+    from mnist_rnn.model.lstm import build_for, seed as seed_all
+    from mnist_rnn.training.callbacks import StepTimer
 
     config = TrainConfig(rnn=rnn, units=units, timesteps=timesteps, batch_size=batch_size,
                          learning_rate=learning_rate, seed=seed, dataset=dataset,
@@ -101,7 +109,7 @@ def _accepts_other_length(model, timesteps: int, features: int) -> bool:
 
 def _saved_model_bytes(model) -> int:
     """The size of `model`'s SavedModel, as training exports it."""
-    from mnist_rnn import saved_model
+    from mnist_rnn.serving import saved_model
 
     with tempfile.TemporaryDirectory() as tmp:
         saved_model.export_saved_model(model, os.path.join(tmp, "saved_model"))
@@ -111,8 +119,9 @@ def _saved_model_bytes(model) -> int:
 def tf_graph_facts(model, test, tensorboard_dir: str | None) -> dict:
     """What needs TensorFlow graphs, which a model on JAX has none of: the TFLite facts
     (see tflite_facts), and the graph drawn in `tensorboard_dir` when given."""
-    from mnist_rnn import compat, graphs
+    from mnist_rnn import compat
 
+    from mnist_rnn.study import graphs
     if not compat.HAS_TF_GRAPHS:
         return {}
     if tensorboard_dir:
@@ -127,7 +136,9 @@ def tflite_facts(model, test) -> dict:
 
     import numpy as np
 
-    from mnist_rnn import report, tflite
+    from mnist_rnn.evaluation import report
+
+    from mnist_rnn.serving import tflite
     from mnist_rnn.errors import UserError
 
     labels = np.concatenate([np.asarray(y) for _, y in test])

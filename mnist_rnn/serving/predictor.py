@@ -11,14 +11,16 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from mnist_rnn import compat, tflite
+from mnist_rnn import compat
+
+from mnist_rnn.serving import tflite
 from mnist_rnn.compat import keras
 from mnist_rnn.config import PIXELS, SIDE
 from mnist_rnn.errors import ModelLoadError
-from mnist_rnn.model import (  # Also registers the custom layer.
+from mnist_rnn.model.lstm import (  # Also registers the custom layer.
     describe, step_logits_fn)
-from mnist_rnn.saved_model import IMAGE_SIGNATURE, SEQUENCE_SIGNATURE, STEPS_SIGNATURE
-from mnist_rnn.sequences import to_images, to_sequences
+from mnist_rnn.serving.saved_model import IMAGE_SIGNATURE, SEQUENCE_SIGNATURE, STEPS_SIGNATURE
+from mnist_rnn.data.sequences import to_images, to_sequences
 
 # A SavedModel gives probabilities, whose log is -inf once one underflows; Keras clips the same.
 MIN_PROBABILITY = 1e-7

@@ -12,7 +12,7 @@ import sys
 import time
 
 from mnist_rnn import files
-from mnist_rnn.compare.measure import DEFAULTS, STEPS
+from mnist_rnn.study.measure import DEFAULTS, STEPS
 from mnist_rnn.config import RNNS
 
 TENSORBOARD_DIR = "tensorboard"
@@ -28,7 +28,7 @@ def run_measurement(params, compile_timeout, timeout=900, backend="tensorflow"):
     """Runs measure.py on `params` in a subprocess on Keras 3's `backend`. Returns its result
     row; when the first step is not done `compile_timeout` seconds after the model is ready,
     the row says so."""
-    command = [sys.executable, "-m", "mnist_rnn.compare.measure", json.dumps(params)]
+    command = [sys.executable, "-m", "mnist_rnn.study.measure", json.dumps(params)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, bufsize=1,
                                env={**os.environ, "KERAS_BACKEND": backend})

@@ -7,7 +7,7 @@ The source file holds 500 digits per class, sorted by label. The split is strati
 within each class the first 400 rows are `train` and the last 100 are `test`.
 
 Regenerate the package data from the original CSV with:
-    python -m mnist_rnn.sample path/to/mnist_5k.csv.gz
+    python -m mnist_rnn.data.sample path/to/mnist_5k.csv.gz
 """
 
 import gzip
@@ -26,7 +26,7 @@ SAMPLE_FILE = "mnist_sample.npz"
 
 def load_arrays():
     """Returns (images uint8 [5000, 28, 28], labels uint8 [5000]) from the package data."""
-    with importlib.resources.files("mnist_rnn").joinpath(SAMPLE_FILE).open("rb") as f:
+    with importlib.resources.files("mnist_rnn.data").joinpath(SAMPLE_FILE).open("rb") as f:
         with np.load(f) as npz:
             return npz["images"], npz["labels"]
 
@@ -94,7 +94,7 @@ def convert_csv(csv_path, npz_path):
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m mnist_rnn.sample path/to/mnist_5k.csv.gz")
-    out = importlib.resources.files("mnist_rnn").joinpath(SAMPLE_FILE)
+        sys.exit("usage: python -m mnist_rnn.data.sample path/to/mnist_5k.csv.gz")
+    out = importlib.resources.files("mnist_rnn.data").joinpath(SAMPLE_FILE)
     convert_csv(sys.argv[1], out)
     print(f"wrote {out}")

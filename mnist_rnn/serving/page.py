@@ -13,9 +13,11 @@ import tempfile
 import threading
 import urllib.parse
 
-from mnist_rnn import answers, images
+from mnist_rnn.data import images
+
+from mnist_rnn.serving import answers
 from mnist_rnn.errors import ImageError
-from mnist_rnn.predictor import Predictor
+from mnist_rnn.serving.predictor import Predictor
 
 PAGE_FILE = pathlib.Path(__file__).with_name("page.html")
 # An image file's bytes; its pixels are limited by images.MAX_PIXELS, checked from its header.

@@ -12,7 +12,7 @@ import importlib.util
 from absl import flags
 
 from mnist_rnn import cli
-from mnist_rnn.compare import measure, runner
+from mnist_rnn.study import comparison, measure
 from mnist_rnn.config import CHECKS, TrainConfig, valid_timesteps
 from mnist_rnn.errors import UserError
 
@@ -30,7 +30,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                          "Timed training steps, after the first and 3 warm-up steps.",
                          lower_bound=1, **fv)
     flags.DEFINE_string("output_dir", "runs/compare", "Where the report files go.", **fv)
-    flags.DEFINE_float("compile_timeout", runner.COMPILE_TIMEOUT_S,
+    flags.DEFINE_float("compile_timeout", comparison.COMPILE_TIMEOUT_S,
                        "Seconds a configuration may take to finish its first step (trace and "
                        "compile); slower ones are reported as over the timeout.",
                        lower_bound=0.0, **fv)
@@ -53,7 +53,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 
 def main(argv):
     del argv
-    from mnist_rnn import data  # TensorFlow loads once the flags are valid.
+    from mnist_rnn.data import pipeline as data  # TensorFlow loads once the flags are valid.
 
     # Probe once, not per run; each run's process finds full MNIST prepared from --mnist_dir.
     dataset = data.resolve_dataset(FLAGS.dataset, FLAGS.data_dir, mnist_dir=FLAGS.mnist_dir)
@@ -67,15 +67,15 @@ def main(argv):
         print("JAX is not installed (pip install 'mnist_rnn[jax]'): measuring on TensorFlow "
               "only")
         backends = [b for b in backends if b != "jax"]
-    report = runner.compare(
+    report = comparison.compare(
         [int(t) for t in FLAGS.timesteps], FLAGS.output_dir, units=FLAGS.units,
         batch_size=FLAGS.batch_size, steps=FLAGS.steps, compile_timeout=FLAGS.compile_timeout,
         dataset=dataset, data_dir=FLAGS.data_dir, variable_length=FLAGS.variable_length,
         backends=backends)
     print()
-    print(runner.markdown(report))
+    print(comparison.markdown(report))
     if "tensorflow" in backends:  # TensorBoard draws TensorFlow's graphs only.
-        print(f"Wrote compare.json, compare.md, compare.png and {runner.TENSORBOARD_DIR}/ to "
+        print(f"Wrote compare.json, compare.md, compare.png and {comparison.TENSORBOARD_DIR}/ to "
               f"{FLAGS.output_dir}; see the graphs with: tensorboard --logdir {FLAGS.output_dir}")
     else:
         print(f"Wrote compare.json, compare.md and compare.png to {FLAGS.output_dir}")

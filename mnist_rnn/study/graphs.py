@@ -6,7 +6,7 @@ import collections
 import tensorflow as tf
 
 from mnist_rnn import compat
-from mnist_rnn.model import describe
+from mnist_rnn.model.lstm import describe
 
 TANH_PER_CELL = 2  # An LSTM cell applies tanh to its candidate and to its new cell state.
 
