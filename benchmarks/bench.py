@@ -33,7 +33,8 @@ JAX_MAX_UNROLLED_STEPS = 28
 
 def keras_train(rnn, units, timesteps, steps, data_dir):
     """Steady-state training samples/s of `python -m mnist_rnn.train` with its defaults."""
-    from mnist_rnn.training import trainer
+    
+    from mnist_rnn.train import train_and_evaluate
     from mnist_rnn.training.callbacks import WARMUP_STEPS
     from mnist_rnn.config import TrainConfig
 
@@ -44,7 +45,7 @@ def keras_train(rnn, units, timesteps, steps, data_dir):
             max_steps=whole(WARMUP_STEPS, group) + whole(steps, group), epochs=100,
             dataset="mnist_sample", data_dir=data_dir, model_dir=model_dir, export=False,
             tensorboard=False, verbose=0)  # Logs would not change the steady rate it reads.
-        _, metrics = trainer.train_and_evaluate(config, out=io.StringIO())
+        _, metrics = train_and_evaluate(config, out=io.StringIO())
     return metrics["steady_train_samples_per_s"]
 
 
@@ -108,9 +109,9 @@ def torch_serve(units, timesteps, images, repeats, calls):
 
 def pipeline(timesteps, data_dir, batches=400):
     """Samples/s the training input pipeline delivers on its own (after its cache is warm)."""
-    from mnist_rnn.data import pipeline as data
+    from mnist_rnn.data import pipeline
 
-    datasets = data.load_datasets("mnist_sample", timesteps, BATCH, data_dir=data_dir)
+    datasets = pipeline.load_datasets("mnist_sample", timesteps, BATCH, data_dir=data_dir)
     epochs = math.ceil(batches / datasets.steps_per_epoch) + 1
     for _ in datasets.train:  # Fill the cache, as the first epoch of training does.
         pass

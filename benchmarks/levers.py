@@ -52,7 +52,7 @@ def measure(units, timesteps, steps, data_dir=None, rnn="dynamic", steps_per_exe
         tf.config.threading.set_inter_op_parallelism_threads(inter_op)
     if intra_op:
         tf.config.threading.set_intra_op_parallelism_threads(intra_op)
-    from mnist_rnn.data import pipeline as data
+    from mnist_rnn.data import pipeline
     from mnist_rnn.model import lstm as models
     from mnist_rnn.training.callbacks import StepTimer
     from mnist_rnn.compat import keras
@@ -63,7 +63,7 @@ def measure(units, timesteps, steps, data_dir=None, rnn="dynamic", steps_per_exe
     models.seed(config.seed, deterministic=determinism)
     if mixed_bfloat16:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    datasets = data.load_for(config, "mnist_sample")
+    datasets = pipeline.load_for(config, "mnist_sample")
     model = models.build_for(config, datasets, steps_per_execution, accuracy)
     group = steps_per_execution
     steps = whole(steps, group)

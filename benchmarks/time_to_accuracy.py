@@ -250,11 +250,11 @@ def main():
     if args.child:
         return run_child(args.child, mnist_dir, args.flagfile, args.seed)
 
-    from mnist_rnn.data import pipeline as data
+    from mnist_rnn.data import sources
 
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="tfds-")
-    data.resolve_dataset("auto", data_dir, mnist_dir=mnist_dir)
-    data.prepare_mnist(mnist_dir, data_dir)  # Before any timing, as for a user's second run.
+    sources.resolve_dataset("auto", data_dir, mnist_dir=mnist_dir)
+    sources.prepare_mnist(mnist_dir, data_dir)  # Before any timing, as for a user's second run.
     contenders = args.contenders.split(",")
     seeds = args.seeds.split(",")
     results = {"machine": _cpu(), "flagfile": args.flagfile,

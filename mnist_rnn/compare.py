@@ -12,9 +12,9 @@ import importlib.util
 from absl import flags
 
 from mnist_rnn import cli
-from mnist_rnn.study import comparison, measure
 from mnist_rnn.config import CHECKS, TrainConfig, valid_timesteps
 from mnist_rnn.errors import UserError
+from mnist_rnn.study import comparison, measure
 
 FLAGS = flags.FLAGS
 
@@ -27,7 +27,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_integer("units", d.units, "LSTM units.", **fv)
     flags.DEFINE_integer("batch_size", d.batch_size, "Training batch size.", **fv)
     flags.DEFINE_integer("steps", measure.STEPS,
-                         "Timed training steps, after the first and 3 warm-up steps.",
+                         f"Timed training steps, after the first and {measure.WARMUP} "
+                         "warm-up steps.",
                          lower_bound=1, **fv)
     flags.DEFINE_string("output_dir", "runs/compare", "Where the report files go.", **fv)
     flags.DEFINE_float("compile_timeout", comparison.COMPILE_TIMEOUT_S,
@@ -53,12 +54,12 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 
 def main(argv):
     del argv
-    from mnist_rnn.data import pipeline as data  # TensorFlow loads once the flags are valid.
+    from mnist_rnn.data import sources  # TensorFlow loads once the flags are valid.
 
     # Probe once, not per run; each run's process finds full MNIST prepared from --mnist_dir.
-    dataset = data.resolve_dataset(FLAGS.dataset, FLAGS.data_dir, mnist_dir=FLAGS.mnist_dir)
+    dataset = sources.resolve_dataset(FLAGS.dataset, FLAGS.data_dir, mnist_dir=FLAGS.mnist_dir)
     if FLAGS.mnist_dir:
-        data.prepare_mnist(FLAGS.mnist_dir, FLAGS.data_dir)
+        sources.prepare_mnist(FLAGS.mnist_dir, FLAGS.data_dir)
     backends = FLAGS.backends
     if "jax" in backends and importlib.util.find_spec("jax") is None:
         if FLAGS["backends"].present:

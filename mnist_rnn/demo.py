@@ -41,9 +41,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 
 def main(argv):
     del argv  # cli.run refuses stray arguments.
-    from mnist_rnn.serving import page, predictor  # TensorFlow loads once the flags are valid.
+    from mnist_rnn.serving import formats, page  # TensorFlow loads once the flags are valid.
 
-    models = [predictor.load(path, eager=True) for path in FLAGS.model]  # Once, at start.
+    models = [formats.load(path, eager=True) for path in FLAGS.model]  # Once, at start.
     server = page.serve(models, FLAGS.host, FLAGS.port)
     host, port = server.server_address[:2]
     print(f"Reading digits at http://{host}:{port}/ (Ctrl-C to stop)", flush=True)

@@ -23,15 +23,14 @@ def main(argv):
     del argv
     # TensorFlow loads once the flags are valid.
     from mnist_rnn import files
-
-    from mnist_rnn.data import pipeline as data
+    from mnist_rnn.data import pipeline, sources
     from mnist_rnn.evaluation import report
-    from mnist_rnn.serving import predictor
+    from mnist_rnn.serving import formats
     if FLAGS.output_dir:  # Before the test pass: it would be lost.
         files.ensure_writable_dir(FLAGS.output_dir, "output_dir")
-    model = predictor.load(FLAGS.model)
-    name = data.resolve_dataset(FLAGS.dataset, FLAGS.data_dir, mnist_dir=FLAGS.mnist_dir)
-    datasets = data.load_datasets(name, model.timesteps, batch_size=500,
+    model = formats.load(FLAGS.model)
+    name = sources.resolve_dataset(FLAGS.dataset, FLAGS.data_dir, mnist_dir=FLAGS.mnist_dir)
+    datasets = pipeline.load_datasets(name, model.timesteps, batch_size=500,
                                   data_dir=FLAGS.data_dir, mnist_dir=FLAGS.mnist_dir)
     evaluation, error_images = report.build_report(
         report.test_pass(model, datasets.test, steps=True), model.path, name,

@@ -33,18 +33,17 @@ def main(argv):
     if not (FLAGS.tflite or FLAGS.saved_model):
         sys.exit("error: nothing to export: add --tflite, --saved_model or both")
     # TensorFlow loads once the flags are valid.
-    from mnist_rnn import files
-
+    from mnist_rnn import files, outputs
     from mnist_rnn.data import sample
-    from mnist_rnn.serving import predictor, saved_model, tflite
-    from mnist_rnn.training import rundir
+    from mnist_rnn.serving import formats, saved_model, tflite
+
     output_dir = FLAGS.output_dir or os.path.dirname(os.path.abspath(FLAGS.model))
     files.ensure_writable_dir(output_dir, "output_dir")
-    model = predictor.load_keras_model(FLAGS.model)
+    model = formats.load_keras_model(FLAGS.model)
     images, labels = sample.load_arrays()
     check_digits = images[sample.split_indices(labels, "test")[::5]]
     if FLAGS.saved_model:
-        path = os.path.join(output_dir, rundir.SAVED_MODEL_DIR)
+        path = os.path.join(output_dir, outputs.SAVED_MODEL_DIR)
         info = saved_model.write(model, path, FLAGS.saved_model_xla)
         print(f"{path}: SavedModel, {saved_model.describe_export(info)}")
     for info in tflite.export(model, output_dir, check_digits) if FLAGS.tflite else []:

@@ -45,13 +45,13 @@ def main(argv):
     if not paths:
         sys.exit("error: no images given: python -m mnist_rnn.predict --model=PATH IMAGE...")
     from mnist_rnn import files  # TensorFlow loads once flags are valid.
-    from mnist_rnn.serving import answers, predictor
+    from mnist_rnn.serving import answers, formats
 
     if FLAGS.per_step and FLAGS.output_dir:
         files.ensure_writable_dir(FLAGS.output_dir, "output_dir")
     # Chart paths written, and the inputs, which no chart may replace.
     used = {os.path.realpath(p) for p in paths}
-    model = predictor.load(FLAGS.model, eager=True)  # One call: tracing would cost more.
+    model = formats.load(FLAGS.model, eager=True)  # One call: tracing would cost more.
     results = []
     for chunk, digits in answers.predict_files(model, paths, FLAGS.invert, FLAGS.top_k,
                                                FLAGS.per_step):  # Shown as they come.

@@ -1,9 +1,12 @@
 """Train the static or the dynamic LSTM on MNIST: `python -m mnist_rnn.train --help`.
 
-Flags only: the work is `trainer.train_and_evaluate`.
+The flags map onto a TrainConfig; `train_and_evaluate` composes the run: training
+(training.trainer), then the exports the config asks for (serving), as its last stage.
 """
 
 import dataclasses
+import sys
+from typing import TYPE_CHECKING, TextIO
 
 from absl import flags
 
@@ -12,13 +15,25 @@ from mnist_rnn.config import (CHECKS, LR_SCHEDULES, RNNS, STRATEGIES, TrainConfi
                               check_variable_length)
 from mnist_rnn.errors import UserError
 
+if TYPE_CHECKING:  # TensorFlow loads only once the flags are known to be valid.
+    from mnist_rnn.data.pipeline import Datasets
+
 FLAGS = flags.FLAGS
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """The training flags, one per TrainConfig field (defaults from it), and --dry_run."""
-    d = TrainConfig()
-    fv = dict(flag_values=flag_values)
+    for define in (_define_model_flags, _define_run_flags, _define_output_flags):
+        define(TrainConfig(), dict(flag_values=flag_values))
+    cli.define_saved_model_xla_flag(flag_values)
+    cli.define_dataset_flags(flag_values)
+    cli.register_checks([name for name in CHECKS if name in flag_values], flag_values)
+    flags.register_multi_flags_validator(["rnn", "variable_length"], _length_fits_rnn,
+                                         flag_values=flag_values)
+
+
+def _define_model_flags(d: TrainConfig, fv: dict) -> None:
+    """The model: which LSTM, its size, how it reads an image."""
     flags.DEFINE_enum("rnn", d.rnn, RNNS,
                       "static: LSTM(unroll=True), one cell copy per timestep, fixed length "
                       "(tf.nn.static_rnn). dynamic: LSTM(unroll=False), one cell in a loop, "
@@ -28,6 +43,14 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_integer("timesteps", d.timesteps,
                          "Steps per image; each step reads 784/timesteps pixels. 28: one row "
                          "per step; 784: pixel by pixel. Must divide 784.", **fv)
+    flags.DEFINE_bool("variable_length", d.variable_length,
+                      "Dynamic only: each image is a sequence without its blank leading and "
+                      "trailing steps (its own length, like dynamic_rnn's sequence_length); "
+                      "batches are bucketed by length, padded per batch and masked.", **fv)
+
+
+def _define_run_flags(d: TrainConfig, fv: dict) -> None:
+    """How the run trains: batches, rate, length, evaluation, compilation."""
     flags.DEFINE_integer("batch_size", d.batch_size, "Training and test batch size.", **fv)
     flags.DEFINE_float("learning_rate", d.learning_rate, "Adam learning rate (> 0).", **fv)
     flags.DEFINE_enum("lr_schedule", d.lr_schedule, LR_SCHEDULES,
@@ -44,16 +67,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_float("target_accuracy", d.target_accuracy,
                        "Stop, save and export as soon as test accuracy reaches this (0: off).",
                        **fv)
-    flags.DEFINE_string("model_dir", None,
-                        "Where model.keras, saved_model/ and metrics.json go (default: "
-                        "runs/RNN).", **fv)
     flags.DEFINE_integer("seed", d.seed, "Seed for weights and data order.", **fv)
-    flags.DEFINE_bool("export", d.export, "Also export a TF SavedModel for serving.", **fv)
-    cli.define_saved_model_xla_flag(flag_values)
-    flags.DEFINE_bool("export_tflite", d.export_tflite,
-                      "Also write model.tflite (float32) and model_int8.tflite (int8 weights) "
-                      "for TFLite / LiteRT, with built-in ops only; the dynamic LSTM's take one "
-                      "image per call.", **fv)
     flags.DEFINE_bool("jit_compile", d.jit_compile, "Compile the training step with XLA (always "
                       "on with KERAS_BACKEND=jax).", **fv)
     flags.DEFINE_integer("steps_per_execution", d.steps_per_execution,
@@ -67,10 +81,18 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                       "MultiWorkerMirroredStrategy from TF_CONFIG (Keras 2), or with "
                       "KERAS_BACKEND=jax keras.distribution over the processes of the "
                       "KERAS_DISTRIBUTION_* variables. --batch_size is the global batch.", **fv)
-    flags.DEFINE_bool("variable_length", d.variable_length,
-                      "Dynamic only: each image is a sequence without its blank leading and "
-                      "trailing steps (its own length, like dynamic_rnn's sequence_length); "
-                      "batches are bucketed by length, padded per batch and masked.", **fv)
+
+
+def _define_output_flags(d: TrainConfig, fv: dict) -> None:
+    """What the run writes, and where."""
+    flags.DEFINE_string("model_dir", None,
+                        "Where model.keras, saved_model/ and metrics.json go (default: "
+                        "runs/RNN).", **fv)
+    flags.DEFINE_bool("export", d.export, "Also export a TF SavedModel for serving.", **fv)
+    flags.DEFINE_bool("export_tflite", d.export_tflite,
+                      "Also write model.tflite (float32) and model_int8.tflite (int8 weights) "
+                      "for TFLite / LiteRT, with built-in ops only; the dynamic LSTM's take one "
+                      "image per call.", **fv)
     flags.DEFINE_integer("backup_every_steps", d.backup_every_steps,
                          "Back up for resumption every N steps (0: at each evaluation); always "
                          "at each epoch end.", **fv)
@@ -83,10 +105,6 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_bool("dry_run", d.dry_run,
                       "Smoke test: train 2 steps, evaluate, save (sets --max_steps=2 "
                       "--epochs=1).", **fv)
-    cli.define_dataset_flags(flag_values)
-
-    cli.register_checks([name for name in CHECKS if name in flag_values], flag_values)
-    flags.register_multi_flags_validator(["rnn", "variable_length"], _length_fits_rnn, **fv)
 
 
 def _length_fits_rnn(values: dict) -> bool:
@@ -105,11 +123,24 @@ def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> TrainConfig:
                           if field.name in flag_values})
 
 
+def train_and_evaluate(config: TrainConfig, datasets: "Datasets | None" = None,
+                       out: TextIO = sys.stdout) -> tuple:
+    """Trains per `config` (training.trainer.train_and_evaluate), writing the SavedModel
+    (config.export) and the .tflite files (config.export_tflite) as the run's last stage.
+    datasets: the data to use instead of config.dataset. Returns the trained model and the
+    metrics written to metrics.json."""
+    from mnist_rnn.serving.saved_model import SavedModelExport
+    from mnist_rnn.serving.tflite import TFLiteExport
+    from mnist_rnn.training import trainer
+
+    exports = ([SavedModelExport(config.saved_model_xla)] if config.export else []) + (
+        [TFLiteExport()] if config.export_tflite else [])
+    return trainer.train_and_evaluate(config, datasets, out, exports)
+
+
 def main(argv):
     del argv  # cli.run refuses stray arguments.
-    from mnist_rnn.training import trainer  # TensorFlow loads once the flags are known to be valid.
-
-    trainer.train_and_evaluate(config_from_flags())
+    train_and_evaluate(config_from_flags())
 
 
 def check_model_dir() -> None:

@@ -3,15 +3,14 @@ import os
 
 USER_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
 
-import pytest  # noqa: E402
-
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from helpers import keras_probabilities, tiny_config  # noqa: E402
 from mnist_rnn import compat  # noqa: E402
-from mnist_rnn.data import pipeline as data, sample as mnist_sample
-from mnist_rnn.training import trainer
+from mnist_rnn.data import pipeline, sample as mnist_sample
+from mnist_rnn.train import train_and_evaluate  # noqa: E402
 
 # TensorFlow imports JAX where it is installed, and JAX sets TF_CPP_MIN_LOG_LEVEL: the commands
 # that tests run must start as they do from a user's shell.
@@ -27,7 +26,7 @@ def tfds_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def sample(tfds_dir):
-    return data.load_datasets("mnist_sample", timesteps=28, batch_size=100, seed=0,
+    return pipeline.load_datasets("mnist_sample", timesteps=28, batch_size=100, seed=0,
                               data_dir=tfds_dir)
 
 
@@ -48,7 +47,7 @@ def trained(request, tmp_path_factory, tfds_dir, worker_id):
     os.makedirs(config.model_dir, exist_ok=True)
     with open(os.path.join(os.path.dirname(config.model_dir), ".trained.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        model, metrics = trainer.train_and_evaluate(config)
+        model, metrics = train_and_evaluate(config)
     return config, model, metrics
 
 

@@ -9,10 +9,10 @@ from absl import flags
 
 from helpers import HAS_JAX, ROOT, run_module, run_python
 from mnist_rnn import compat, config, errors, train
-
-
 from mnist_rnn.serving import saved_model, tflite
-from mnist_rnn.training import checkpoint, distribute, trainer
+from mnist_rnn.training import checkpoint, distribute
+
+
 def run_train(*args, timeout=300):
     return run_module("mnist_rnn.train", *args, timeout=timeout)
 
@@ -64,7 +64,7 @@ def test_best_flagfile_reaches_its_target_on_the_sample(tmp_path, tfds_dir):
     assert config.target_accuracy == 0.96
     config.dataset, config.data_dir, config.verbose = "mnist_sample", tfds_dir, 0
     config.model_dir, config.export = str(tmp_path / "best"), False
-    _, metrics = trainer.train_and_evaluate(config)
+    _, metrics = train.train_and_evaluate(config)
     assert metrics["reached_target"] and metrics["final_test_accuracy"] >= 0.96
     cap = config.epochs * math.ceil(metrics["dataset"]["train_size"] / config.batch_size)
     assert metrics["steps"] < cap  # Stopped by the target, not the epoch cap.
@@ -131,9 +131,10 @@ def test_each_layer_imports_only_what_it_needs():
     """The commands check their flags before TensorFlow loads (and can all be imported in one
     process); a model and its serving never need TFDS."""
     commands = ["mnist_rnn.train", "mnist_rnn.predict", "mnist_rnn.evaluate",
-                "mnist_rnn.export", "mnist_rnn.compare"]
-    serving = ["mnist_rnn.model.lstm", "mnist_rnn.serving.saved_model", "mnist_rnn.serving.predictor",
-               "mnist_rnn.serving.answers", "mnist_rnn.serving.tflite"]
+                "mnist_rnn.export", "mnist_rnn.demo", "mnist_rnn.compare"]
+    serving = ["mnist_rnn.model.lstm", "mnist_rnn.model.predictor",
+               "mnist_rnn.serving.saved_model", "mnist_rnn.serving.formats",
+               "mnist_rnn.serving.answers", "mnist_rnn.serving.tflite", "mnist_rnn.serving.page"]
     result = run_python("-c", LAYERS, *commands, *serving, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines() == [f"{m} []" for m in commands] + [
@@ -199,10 +200,11 @@ def test_what_a_backend_cannot_do_is_one_line_naming_the_way(monkeypatch):
     for refused, match in [(tflite.check_backend, "tflite export needs the TensorFlow backend"),
                            (lambda: distribute.make_strategy("mirrored"),
                             "mirrored is a tf.distribute strategy"),
-                           (lambda: saved_model.uses_xla(None, "off"), "only compiled signatures")]:
+                           (lambda: saved_model.uses_xla(None, "off"),
+                            "only compiled signatures")]:
         with pytest.raises(errors.UserError, match=match):
             refused()
-    for name in distribute.JAX_PROCESS_VARIABLES:
+    for name in compat.JAX_PROCESS_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(errors.UserError, match="multi_worker on JAX needs KERAS_DISTRIBUTION_"):
         distribute.make_strategy("multi_worker")

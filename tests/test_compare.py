@@ -9,13 +9,12 @@ import tensorflow as tf
 from PIL import Image
 
 from helpers import EXPECTED_TFLITE_OPS, HAS_JAX, run_module, tiny_config
-from mnist_rnn import errors
-from mnist_rnn.data import sample, sequences
-from mnist_rnn.study import graphs
-from mnist_rnn.training import trainer
+from mnist_rnn import errors, train
 from mnist_rnn.config import TrainConfig
-from mnist_rnn.study import comparison
+from mnist_rnn.data import sample, sequences
 from mnist_rnn.model.lstm import build_model, compile_model
+from mnist_rnn.study import comparison, graphs
+from mnist_rnn.training import tensorboard
 
 
 def facts(rnn, timesteps, **kwargs):
@@ -39,7 +38,7 @@ def test_dynamic_graph_is_one_loop_whatever_the_length():
 
 def test_tensorboard_graph_is_written(tmp_path):
     model = compile_model(build_model("dynamic", 8, 28, 28), 0.01)
-    graphs.write_tensorboard_graph(model, str(tmp_path))
+    tensorboard.write_graph(model, str(tmp_path))
     events = list(tmp_path.glob("events.out.tfevents.*"))
     assert len(events) == 1
     graph_events = [e for e in tf.compat.v1.train.summary_iterator(str(events[0]))
@@ -60,7 +59,7 @@ def test_static_rejects_variable_length_saying_why():
 
 def test_variable_length_training_saves_and_serves(tmp_path, tfds_dir):
     config = tiny_config(tmp_path, tfds_dir, variable_length=True)
-    model, metrics = trainer.train_and_evaluate(config, out=io.StringIO())
+    model, metrics = train.train_and_evaluate(config, out=io.StringIO())
     assert metrics["final_test_accuracy"] > 0.4
     served = tf.saved_model.load(f"{config.model_dir}/saved_model")
     images = sample.load_arrays()[0][:8]

@@ -11,12 +11,13 @@ import tensorflow_datasets as tfds
 
 from helpers import tmpfs
 from mnist_rnn import errors
+from mnist_rnn.data import pipeline, sample, sources
 
 
-from mnist_rnn.data import pipeline as data, sample
 @pytest.mark.parametrize("timesteps", [28, 7, 196, 784])
 def test_pipeline_shapes_dtypes_and_range(tfds_dir, timesteps):
-    ds = data.load_datasets("mnist_sample", timesteps=timesteps, batch_size=50, data_dir=tfds_dir)
+    ds = pipeline.load_datasets("mnist_sample", timesteps=timesteps, batch_size=50,
+                                data_dir=tfds_dir)
     assert (ds.timesteps, ds.features) == (timesteps, 784 // timesteps)
     for split in (ds.train, ds.test):
         x, y = next(iter(split))
@@ -29,7 +30,7 @@ def test_pipeline_shapes_dtypes_and_range(tfds_dir, timesteps):
 
 def test_invalid_timesteps_is_rejected(tfds_dir):
     with pytest.raises(errors.UserError, match="timesteps must divide 784"):
-        data.load_datasets("mnist_sample", timesteps=30, data_dir=tfds_dir)
+        pipeline.load_datasets("mnist_sample", timesteps=30, data_dir=tfds_dir)
 
 
 def _digest(images):
@@ -88,8 +89,8 @@ def test_full_mnist_path_through_tfds_mock_data(mock_mnist):
     def no_network():
         raise AssertionError("prepared data must not trigger a network probe")
 
-    name = data.resolve_dataset("auto", mock_mnist, probe=no_network)
-    ds = data.load_datasets(name, timesteps=14, batch_size=16, seed=1, data_dir=mock_mnist)
+    name = sources.resolve_dataset("auto", mock_mnist, probe=no_network)
+    ds = pipeline.load_datasets(name, timesteps=14, batch_size=16, seed=1, data_dir=mock_mnist)
     x, y = next(iter(ds.train))
     xt, yt = next(iter(ds.test))
     assert ds.name == "mnist" and (ds.train_size, ds.test_size) == (60000, 10000)
@@ -104,9 +105,9 @@ def labels_of(dataset):
 
 
 def test_train_order_is_seeded_and_changes_each_epoch(tfds_dir):
-    a = data.load_datasets("mnist_sample", seed=3, data_dir=tfds_dir)
-    b = data.load_datasets("mnist_sample", seed=3, data_dir=tfds_dir)
-    other = data.load_datasets("mnist_sample", seed=4, data_dir=tfds_dir)
+    a = pipeline.load_datasets("mnist_sample", seed=3, data_dir=tfds_dir)
+    b = pipeline.load_datasets("mnist_sample", seed=3, data_dir=tfds_dir)
+    other = pipeline.load_datasets("mnist_sample", seed=4, data_dir=tfds_dir)
     two_epochs = labels_of(a.train_epochs(0, 2))
     first, second = two_epochs[:4000], two_epochs[4000:]
     np.testing.assert_array_equal(first, labels_of(a.train))  # Repeatable...
@@ -119,7 +120,7 @@ def test_train_order_is_seeded_and_changes_each_epoch(tfds_dir):
 
 
 def test_a_resumed_run_sees_the_same_batches(tfds_dir):
-    ds = data.load_datasets("mnist_sample", batch_size=300, seed=5, data_dir=tfds_dir)
+    ds = pipeline.load_datasets("mnist_sample", batch_size=300, seed=5, data_dir=tfds_dir)
     assert ds.steps_per_epoch == 14  # 13 full batches and one of 100.
     full = list(ds.train_epochs(0, 3))
     for epoch, skip in ((0, 5), (1, 0), (1, 13), (2, 7)):
@@ -145,7 +146,7 @@ def silent_server():
 
 def test_probe_gives_up_within_its_timeout(silent_server):
     began = time.monotonic()
-    assert not data.network_reachable(silent_server, timeout=1.0)
+    assert not sources.network_reachable(silent_server, timeout=1.0)
     assert time.monotonic() - began < 3
 
 
@@ -156,21 +157,21 @@ def test_probe_sees_an_answering_server():
     thread = threading.Thread(target=server.handle_request, daemon=True)
     thread.start()
     try:  # The handler answers 501 to HEAD: an answer all the same.
-        assert data.network_reachable(f"http://127.0.0.1:{server.server_port}/", timeout=5)
+        assert sources.network_reachable(f"http://127.0.0.1:{server.server_port}/", timeout=5)
     finally:
         server.server_close()
 
 
 def test_auto_falls_back_to_the_sample_when_offline(tmp_path, caplog):
-    assert data.resolve_dataset("auto", str(tmp_path), probe=lambda: False) == "mnist_sample"
+    assert sources.resolve_dataset("auto", str(tmp_path), probe=lambda: False) == "mnist_sample"
     assert "mnist_sample" in caplog.text and "4,000 train" in caplog.text
 
 
 def test_mnist_offline_fails_fast_with_one_line(tmp_path, silent_server):
     began = time.monotonic()
-    with pytest.raises(data.DatasetUnavailableError) as err:
-        data.resolve_dataset(
-            "mnist", str(tmp_path), probe=lambda: data.network_reachable(silent_server))
+    with pytest.raises(errors.DatasetUnavailableError) as err:
+        sources.resolve_dataset(
+            "mnist", str(tmp_path), probe=lambda: sources.network_reachable(silent_server))
     assert time.monotonic() - began < 10
     message = str(err.value)
     assert "\n" not in message and message.endswith("or use dataset=mnist_sample")
@@ -179,14 +180,14 @@ def test_mnist_offline_fails_fast_with_one_line(tmp_path, silent_server):
 
 
 def test_auto_uses_mnist_when_downloadable(tmp_path):
-    assert data.resolve_dataset("auto", str(tmp_path), probe=lambda: True) == "mnist"
+    assert sources.resolve_dataset("auto", str(tmp_path), probe=lambda: True) == "mnist"
 
 
 def test_sample_never_probes(tmp_path):
     def probe():
         raise AssertionError("the sample must not touch the network")
 
-    assert data.resolve_dataset("mnist_sample", str(tmp_path), probe=probe) == "mnist_sample"
+    assert sources.resolve_dataset("mnist_sample", str(tmp_path), probe=probe) == "mnist_sample"
 
 
 @pytest.fixture
@@ -198,14 +199,14 @@ def read_only_dir(tmp_path):
 
 def test_a_data_dir_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "file").write_text("")
-    with pytest.raises(data.DatasetUnavailableError) as err:
-        data.resolve_dataset("auto", str(tmp_path / "file"), probe=lambda: False)
+    with pytest.raises(errors.DatasetUnavailableError) as err:
+        sources.resolve_dataset("auto", str(tmp_path / "file"), probe=lambda: False)
     assert err.value.as_flags().startswith(f"--data_dir={tmp_path / 'file'} is not a directory")
 
 
 def test_a_read_only_data_dir_without_the_dataset_is_one_line(read_only_dir):
-    with pytest.raises(data.DatasetUnavailableError) as err:
-        data.resolve_dataset("mnist_sample", read_only_dir)
+    with pytest.raises(errors.DatasetUnavailableError) as err:
+        sources.resolve_dataset("mnist_sample", read_only_dir)
     assert err.value.as_flags() == (
         f"cannot prepare mnist_sample in --data_dir={read_only_dir}: Read-only file system; "
         "pass a writable --data_dir, or one where mnist_sample is prepared")

@@ -11,8 +11,8 @@ import pytest
 
 from helpers import needs_jax, needs_keras2, run_python, start_python
 from mnist_rnn import compat, errors
-from mnist_rnn.training import distribute
 from mnist_rnn.compat import keras
+from mnist_rnn.training import distribute
 
 # Each test here is also run under Keras 2, but the two workers': they always run Keras 2.
 
@@ -26,14 +26,15 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, sys.argv[3])
 from helpers import tiny_config
-from mnist_rnn.training import trainer
+from mnist_rnn.train import train_and_evaluate
+
 results = {}
 for strategy in ("mirrored", "one_device"):
     out = io.StringIO()
     config = tiny_config(sys.argv[1] + "/" + strategy, sys.argv[2], max_steps=20,
                          eval_every_steps=10, export=False, distribution_strategy=strategy,
                          tensorboard=True)
-    _, metrics = trainer.train_and_evaluate(config, out=out)
+    _, metrics = train_and_evaluate(config, out=out)
     results[strategy] = {"accuracy": metrics["final_test_accuracy"], "steps": metrics["steps"],
                          "log": out.getvalue()}
 print(json.dumps(results))

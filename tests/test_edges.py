@@ -13,12 +13,12 @@ import time
 import numpy as np
 import pytest
 
-from helpers import (run_module, run_python, start_python, tensorboard_scalars, tiny_config,
-                     tmpfs)
-from mnist_rnn import compat, config, errors, files
-
-from mnist_rnn.serving import answers, predictor
+from helpers import run_module, run_python, start_python, tensorboard_scalars, tiny_config, tmpfs
+from mnist_rnn import compat, config, errors, files, train
+from mnist_rnn.model.predictor import KerasPredictor
+from mnist_rnn.serving import answers, formats
 from mnist_rnn.training import checkpoint, rundir, trainer
+
 keras2 = pytest.mark.keras2
 
 
@@ -31,7 +31,7 @@ def test_overwrite_leaves_nothing_of_the_earlier_run_and_no_user_file_is_touched
     first = tiny_config(tmp_path, tfds_dir, max_steps=8, export=True, tensorboard=True,
                         saved_model_xla="off" if compat.HAS_TF_GRAPHS else "auto",
                         model_dir=str(model_dir))
-    trainer.train_and_evaluate(first, out=io.StringIO())
+    train.train_and_evaluate(first, out=io.StringIO())
     assert (model_dir / "saved_model").is_dir()
     # The user's files that look like temporaries, and a real one a killed write left.
     user_files = {".notes.tmp-2024": "notes", ".old.tmp-1.old": "old",
@@ -42,7 +42,7 @@ def test_overwrite_leaves_nothing_of_the_earlier_run_and_no_user_file_is_touched
     (model_dir / ".model.keras.tmp-k1ll3d_9.keras").write_bytes(b"half a model")
 
     out = io.StringIO()
-    trainer.train_and_evaluate(tiny_config(tmp_path, tfds_dir, max_steps=4, units=16,
+    train.train_and_evaluate(tiny_config(tmp_path, tfds_dir, max_steps=4, units=16,
                                            export=False, tensorboard=True, overwrite=True,
                                            model_dir=str(model_dir)), out=out)
     assert not (model_dir / "saved_model").exists()  # The earlier run's, not rewritten.
@@ -88,9 +88,9 @@ def test_a_hand_over_cut_short_is_undone_or_completed_at_the_next_start(tmp_path
 def test_a_dry_run_does_not_block_the_real_run(tmp_path, tfds_dir):
     dry = tiny_config(tmp_path, tfds_dir, dry_run=True)
     assert (dry.max_steps, dry.epochs) == (2, 1)
-    _, metrics = trainer.train_and_evaluate(dry, out=io.StringIO())
+    _, metrics = train.train_and_evaluate(dry, out=io.StringIO())
     assert metrics["steps"] == 2
-    _, metrics = trainer.train_and_evaluate(tiny_config(tmp_path, tfds_dir, max_steps=6),
+    _, metrics = train.train_and_evaluate(tiny_config(tmp_path, tfds_dir, max_steps=6),
                                             out=io.StringIO())
     assert metrics["steps"] == 6 and metrics["resumed_from_step"] == 0
 
@@ -104,7 +104,7 @@ def test_a_state_that_is_not_a_backup_is_one_line(tmp_path, tfds_dir, state):
     (pathlib.Path(config.model_dir) / "backup").mkdir(parents=True)
     (pathlib.Path(config.model_dir) / "backup" / "state.json").write_text(json.dumps(state))
     with pytest.raises(errors.UserError, match="a damaged backup state .* start over") as err:
-        trainer.train_and_evaluate(config, out=io.StringIO())
+        train.train_and_evaluate(config, out=io.StringIO())
     assert "\n" not in str(err.value)
     assert (pathlib.Path(config.model_dir) / "backup" / "state.json").exists()
 
@@ -120,7 +120,7 @@ def test_a_run_name_taken_by_the_wrong_kind_is_one_line_before_training(tmp_path
         taken.parent.mkdir(parents=True)
         taken.write_text("the user's")
     with pytest.raises(errors.OutputError, match=f"{taken}") as err:
-        trainer.train_and_evaluate(config, out=io.StringIO())
+        train.train_and_evaluate(config, out=io.StringIO())
     assert "\n" not in str(err.value)
     assert os.listdir(config.model_dir) == [name]  # Nothing created before the check.
     if name == ".lock":
@@ -133,11 +133,11 @@ def test_a_model_path_that_is_not_a_file_is_never_read(tmp_path):
     os.mkfifo(fifo)
     for path in ("/dev/zero", str(fifo)):
         with pytest.raises(errors.ModelLoadError, match="not a regular file or directory"):
-            predictor.load(path)
+            formats.load(path)
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"garbage")
     with pytest.raises(errors.ModelLoadError) as err:
-        predictor.load(str(corrupt))
+        formats.load(str(corrupt))
     assert "File not found" not in str(err.value)
     assert "not a zip archive, which a .keras file is" in str(err.value)
 
@@ -246,7 +246,7 @@ def test_predict_answers_each_chunk_before_it_reads_the_next(trained, tmp_path):
     paths = [tmp_path / f"{name}.npy" for name in ("a", "b", "later")]
     for path in paths[:2]:
         np.save(path, digit)
-    chunks = answers.predict_files(predictor.from_keras_model(model), list(map(str, paths)),
+    chunks = answers.predict_files(KerasPredictor(model), list(map(str, paths)),
                                    per_step=True, chunk=2)
     first, digits = next(chunks)
     assert [r["file"] for r in first] == list(map(str, paths[:2])) and len(digits) == 2

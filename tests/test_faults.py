@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from helpers import run_python, start_python, tensorboard_scalars, tiny_config, tmpfs
-from mnist_rnn import errors, files
+from mnist_rnn import errors, files, train
+from mnist_rnn.compat import keras
 from mnist_rnn.training import checkpoint, trainer
 from mnist_rnn.training.callbacks import StopOnSignal
-from mnist_rnn.compat import keras
 
 
 def train_command(model_dir, tfds_dir, *extra):
@@ -136,7 +136,7 @@ def test_backups_follow_evaluations_and_epoch_ends(tmp_path, tfds_dir, monkeypat
     original = checkpoint.save
     monkeypatch.setattr(checkpoint, "save", lambda model, directory, state: (
         saved.append(state["step"]), original(model, directory, state)))
-    trainer.train_and_evaluate(config, out=io.StringIO())
+    train.train_and_evaluate(config, out=io.StringIO())
     assert saved == [25, 40, 50, 70]  # Evaluations at 25 and 50, epoch ends at 40 and 70.
     state = checkpoint.load_state(os.path.join(config.model_dir, "backup"))
     assert state["finished"] and state["step"] == 70
@@ -147,7 +147,7 @@ def test_backups_follow_evaluations_and_epoch_ends(tmp_path, tfds_dir, monkeypat
 def test_nan_loss_stops_at_once_and_keeps_the_last_good_backup(tmp_path, tfds_dir):
     config = tiny_config(tmp_path, tfds_dir, learning_rate=1e38, backup_every_steps=1)
     with pytest.raises(errors.NumericalError) as err:
-        trainer.train_and_evaluate(config, out=io.StringIO())
+        train.train_and_evaluate(config, out=io.StringIO())
     message = str(err.value)
     assert "\n" not in message
     assert message.startswith("the training loss is nan at step 2: training stopped")
@@ -172,7 +172,7 @@ def test_weights_that_are_not_finite_are_never_backed_up(tmp_path):
 def test_a_failed_save_is_one_error_and_keeps_the_previous_files(tmp_path, tfds_dir,
                                                                  monkeypatch):
     config = tiny_config(tmp_path, tfds_dir, max_steps=5)
-    model, _ = trainer.train_and_evaluate(config, out=io.StringIO())
+    model, _ = train.train_and_evaluate(config, out=io.StringIO())
     model_file = pathlib.Path(config.model_dir) / "model.keras"
     before = model_file.read_bytes()
     for code in (errno.ENOSPC, errno.EROFS):
@@ -190,11 +190,11 @@ def test_a_failed_save_is_one_error_and_keeps_the_previous_files(tmp_path, tfds_
     # the earlier run's model is gone, and the same command resumes and writes this one's.
     overwrite = tiny_config(tmp_path, tfds_dir, max_steps=6, overwrite=True)
     with pytest.raises(errors.OutputError, match=os.strerror(errno.EROFS)):
-        trainer.train_and_evaluate(overwrite, out=io.StringIO())
+        train.train_and_evaluate(overwrite, out=io.StringIO())
     assert not model_file.exists()
     assert not [n for n in os.listdir(config.model_dir) if ".tmp-" in n]
     monkeypatch.undo()
-    _, metrics = trainer.train_and_evaluate(tiny_config(tmp_path, tfds_dir, max_steps=6),
+    _, metrics = train.train_and_evaluate(tiny_config(tmp_path, tfds_dir, max_steps=6),
                                             out=io.StringIO())
     assert metrics["resumed_from_step"] == 6 and model_file.exists()
 
@@ -235,7 +235,7 @@ def test_unreadable_backup_state_is_one_line(tmp_path, tfds_dir):
     with open(os.path.join(config.model_dir, "backup", "state.json"), "w") as f:
         f.write('{"step": 1')  # Truncated.
     with pytest.raises(errors.UserError, match="a damaged backup state .* overwrite=True") as err:
-        trainer.train_and_evaluate(config, out=io.StringIO())
+        train.train_and_evaluate(config, out=io.StringIO())
     assert err.value.as_flags().endswith("rerun with --overwrite to start over")
 
 
@@ -323,7 +323,7 @@ def test_a_full_disk_during_a_backup_is_one_line_and_keeps_every_good_file(tmp_p
     and leave backup/ empty."""
     with tmpfs(tmp_path / "small", "size=3m") as disk:
         model_dir = pathlib.Path(disk) / "run"
-        trainer.train_and_evaluate(
+        train.train_and_evaluate(
             tiny_config(tmp_path, tfds_dir, units=16, max_steps=10, model_dir=str(model_dir),
                         tensorboard=True), out=io.StringIO())
         kept = {p: p.read_bytes() for p in model_dir.rglob("*") if p.is_file()}

@@ -10,8 +10,8 @@ import pytest
 
 from helpers import ROOT, run_module
 from mnist_rnn import errors
+from mnist_rnn.data import sources
 
-from mnist_rnn.data import pipeline as data
 MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
 NAMES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
          "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
@@ -34,7 +34,7 @@ def copy(tmp_path):
 def refused(mnist_dir, tmp_path) -> str:
     data_dir = tmp_path / "tfds"
     with pytest.raises(errors.DatasetUnavailableError) as err:
-        data.resolve_dataset("auto", str(data_dir), mnist_dir=str(mnist_dir))
+        sources.resolve_dataset("auto", str(data_dir), mnist_dir=str(mnist_dir))
     assert not data_dir.exists()  # Nothing created.
     message = err.value.as_flags()
     assert "\n" not in message
@@ -78,7 +78,7 @@ def test_a_mnist_dir_that_is_not_a_directory_or_beside_the_sample_is_one_line(tm
     assert refused(tmp_path / "nowhere", tmp_path).startswith(
         f"--mnist_dir={tmp_path}/nowhere is not a directory: pass the directory that holds")
     with pytest.raises(errors.DatasetUnavailableError, match="leave one of the two out"):
-        data.resolve_dataset("mnist_sample", str(tmp_path), mnist_dir=str(MNIST_DIR))
+        sources.resolve_dataset("mnist_sample", str(tmp_path), mnist_dir=str(MNIST_DIR))
 
 
 def test_the_original_static_flagfile_passes_090_on_full_mnist_prepared_offline(tmp_path):

@@ -5,10 +5,9 @@ import pytest
 from PIL import Image
 
 from mnist_rnn import errors
-
-
-
 from mnist_rnn.data import images
+
+
 def stroke(size=28, background=0, ink=255):
     """A vertical bar, like a '1', off-centre."""
     canvas = np.full((size, size), background, np.uint8)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mnist_rnn.data import pipeline as data, sample, sequences
+from mnist_rnn.data import pipeline, sample, sequences
 from mnist_rnn.model.lstm import build_model
 
 
@@ -73,7 +73,7 @@ def test_masking_gives_the_same_logits_as_the_unpadded_sequence():
 
 
 def test_variable_length_batches_are_bucketed(tfds_dir):
-    ds = data.load_datasets("mnist_sample", 28, 100, data_dir=tfds_dir, variable_length=True)
+    ds = pipeline.load_datasets("mnist_sample", 28, 100, data_dir=tfds_dir, variable_length=True)
     batches = list(ds.train)
     assert len(batches) == ds.steps_per_epoch and sum(len(y) for _, y in batches) == 4000
     spans = []

@@ -17,10 +17,11 @@ from PIL import Image
 from helpers import (keras_probabilities, needs_jax, needs_keras2, run_module, run_python,
                      start_python)
 from mnist_rnn import compat, errors
-from mnist_rnn.serving import answers, predictor, saved_model
-from mnist_rnn.evaluation.report import CONFUSION_PNG
 from mnist_rnn.compat import keras
 from mnist_rnn.model.lstm import build_model
+from mnist_rnn.model.predictor import KerasPredictor
+from mnist_rnn.outputs import CONFUSION_PNG
+from mnist_rnn.serving import answers, formats, saved_model
 
 # Core tests (marked keras2) also run under Keras 2; the commands' subprocess tests run under
 # Keras 3 only, as the in-process tests cover what differs between the two.
@@ -82,7 +83,7 @@ def test_same_predictions_in_memory_reloaded_and_savedmodel_in_a_fresh_process(
     assert served_steps.shape == (64, 28, 10)
     np.testing.assert_allclose(served_steps[:, -1], in_memory, atol=1e-5)
     for artifact in ("model.keras", "saved_model"):
-        steps = predictor.load(os.path.join(config.model_dir, artifact)).step_probabilities(images)
+        steps = formats.load(os.path.join(config.model_dir, artifact)).step_probabilities(images)
         np.testing.assert_allclose(steps, served_steps, atol=1e-5)
 
 
@@ -122,8 +123,8 @@ def test_every_signature_serves_what_the_model_answers(rnn, variable_length, tmp
     """On either backend (on JAX, through jax2tf), at any batch size."""
     model = build_model(rnn, 8, 7, 112, seed=0, variable_length=variable_length)
     saved_model.export_saved_model(model, str(tmp_path / "saved_model"))
-    served = predictor.load(str(tmp_path / "saved_model"))
-    expected = predictor.from_keras_model(model)
+    served = formats.load(str(tmp_path / "saved_model"))
+    expected = KerasPredictor(model)
     for n in (3, 1025):  # Within the largest bucket, and over it (in chunks).
         images = np.resize(test_digits[0], (n, 28, 28))
         sequences = images.reshape(n, 7, 112) / np.float32(255)
@@ -182,7 +183,7 @@ def test_compiled_savedmodel_runs_on_plain_tensorflow_in_bounded_programs(tmp_pa
 @pytest.mark.parametrize("artifact", ["model.keras", "saved_model"])
 def test_predict_files_gives_the_right_digits(trained, digit_files, artifact):
     config, _, _ = trained
-    model = predictor.load(os.path.join(config.model_dir, artifact))
+    model = formats.load(os.path.join(config.model_dir, artifact))
     paths, labels = digit_files
     results = [r for chunk, _ in answers.predict_files(model, paths, top_k=3)
                for r in chunk]
@@ -258,7 +259,7 @@ def broken_models(trained, tmp_path):
 def test_missing_or_corrupt_models_are_one_clear_error(broken_models):
     for name, path in broken_models.items():
         with pytest.raises(errors.ModelLoadError) as err:
-            predictor.load(path)
+            formats.load(path)
         message = str(err.value)
         assert path in message and "\n" not in message, name
 
@@ -342,13 +343,13 @@ def test_a_model_from_the_other_keras_says_which_wrote_it_and_what_reads_it(tmp_
     written = run_python("-c", OTHER_KERAS_MODEL, tmp_path, env=other, timeout=180)
     assert written.returncode == 0, written.stderr[-2000:]
     with pytest.raises(errors.ModelLoadError) as err:
-        predictor.load(str(tmp_path / "model.keras"))
+        formats.load(str(tmp_path / "model.keras"))
     message = str(err.value)
     assert f"written by Keras {'3' if compat.LEGACY else '2'}." in message and "\n" not in message
     assert ("unset TF_USE_LEGACY_KERAS" if compat.LEGACY else "TF_USE_LEGACY_KERAS=1") in message
     assert "saved_model/" in message
     # ...and the SavedModel beside it does load, whichever Keras wrote it.
-    probabilities = predictor.load(str(tmp_path / "saved_model")).probabilities(test_digits[0][:4])
+    probabilities = formats.load(str(tmp_path / "saved_model")).probabilities(test_digits[0][:4])
     assert probabilities.shape == (4, 10)
 
 
@@ -364,13 +365,14 @@ def test_a_model_keras_reads_the_same_on_the_other_backend(tmp_path, test_digits
     mine.save(tmp_path / "mine.keras")
     script = (
         "import sys, numpy as np\n"
-        "from mnist_rnn.serving import predictor\n"
+        "from mnist_rnn.model.predictor import KerasPredictor\n"
+        "from mnist_rnn.serving import formats\n"
         "from mnist_rnn.model.lstm import build_model\n"
         "images = np.load(sys.argv[1])\n"
-        "np.save(sys.argv[3], predictor.load(sys.argv[2]).probabilities(images))\n"
+        "np.save(sys.argv[3], formats.load(sys.argv[2]).probabilities(images))\n"
         "theirs = build_model('static', 8, 28, 28, seed=1)\n"
         "theirs.save(sys.argv[4])\n"
-        "np.save(sys.argv[5], predictor.from_keras_model(theirs).probabilities(images))\n"
+        "np.save(sys.argv[5], KerasPredictor(theirs).probabilities(images))\n"
     )
     other = "tensorflow" if compat.JAX else "jax"
     result = run_python("-c", script, tmp_path / "images.npy", tmp_path / "mine.keras",
@@ -379,8 +381,8 @@ def test_a_model_keras_reads_the_same_on_the_other_backend(tmp_path, test_digits
                         timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "mine_there.npy"),
-                               predictor.from_keras_model(mine).probabilities(images), atol=1e-5)
-    theirs = predictor.load(str(tmp_path / "theirs.keras"))
+                               KerasPredictor(mine).probabilities(images), atol=1e-5)
+    theirs = formats.load(str(tmp_path / "theirs.keras"))
     np.testing.assert_allclose(theirs.probabilities(images),
                                np.load(tmp_path / "theirs_there.npy"), atol=1e-5)
 

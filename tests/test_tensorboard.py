@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 
 from helpers import tensorboard_has_graph, tensorboard_scalars, tiny_config
-from mnist_rnn.training import tensorboard, trainer
+from mnist_rnn.train import train_and_evaluate
+from mnist_rnn.training import tensorboard
 
 pytestmark = pytest.mark.keras2  # Core tests: also run under Keras 2.
 
@@ -32,7 +33,7 @@ def test_curves_follow_metrics_json_and_the_graph_is_there(trained):
 def test_evaluations_mid_epoch_and_after_the_last_step_are_logged(tmp_path, tfds_dir):
     config = tiny_config(tmp_path, tfds_dir, max_steps=50, epochs=2, eval_every_steps=20,
                          export=False, tensorboard=True)
-    _, metrics = trainer.train_and_evaluate(config, out=io.StringIO())
+    _, metrics = train_and_evaluate(config, out=io.StringIO())
     test = tensorboard_scalars(os.path.join(config.model_dir, "logs", "test"))
     assert [step for step, _ in test["accuracy"]] == [20, 40, 50]
     assert [value for _, value in test["accuracy"]] == pytest.approx(
@@ -45,7 +46,7 @@ def test_evaluations_mid_epoch_and_after_the_last_step_are_logged(tmp_path, tfds
 
 def test_no_tensorboard_writes_no_logs(tmp_path, tfds_dir):
     config = tiny_config(tmp_path, tfds_dir, max_steps=2, export=False)
-    trainer.train_and_evaluate(config, out=io.StringIO())
+    train_and_evaluate(config, out=io.StringIO())
     assert not os.path.exists(os.path.join(config.model_dir, "logs"))
 
 
@@ -64,7 +65,7 @@ def test_a_resumed_run_drops_the_steps_it_trains_again(tmp_path):
 def test_the_cosine_schedule_decays_to_zero_over_the_run_as_logged(tmp_path, tfds_dir):
     config = tiny_config(tmp_path, tfds_dir, max_steps=30, epochs=2, export=False,
                          tensorboard=True, lr_schedule="cosine", steps_per_execution=10)
-    trainer.train_and_evaluate(config, out=io.StringIO())
+    train_and_evaluate(config, out=io.StringIO())
     rates = tensorboard_scalars(os.path.join(config.model_dir, "logs", "train"))[
         "learning_rate"]
     assert [step for step, _ in rates] == [10, 20, 30]  # Over max_steps, not the 2 epochs.

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import EXPECTED_TFLITE_OPS as EXPECTED_OPS
-from helpers import run_module
+from helpers import EXPECTED_TFLITE_OPS as EXPECTED_OPS, run_module
 from mnist_rnn import errors
 from mnist_rnn.data import sample
-from mnist_rnn.serving import predictor, saved_model, tflite
 from mnist_rnn.model.lstm import build_model
+from mnist_rnn.model.predictor import KerasPredictor
+from mnist_rnn.serving import formats, saved_model, tflite
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def test_training_writes_both_files_matching_the_model(trained, test_digits):
     sample's test digits; the ops are built-in, with a WHILE only for the loop."""
     config, model, metrics = trained
     images, _ = test_digits
-    expected = predictor.from_keras_model(model).probabilities(images)
+    expected = KerasPredictor(model).probabilities(images)
     described = {info["file"]: info for info in metrics["tflite"]}
     assert list(described) == ["model.tflite", "model_int8.tflite"]
     for name, info in described.items():
@@ -38,7 +38,7 @@ def test_training_writes_both_files_matching_the_model(trained, test_digits):
         assert info["ops"] == EXPECTED_OPS[config.rnn] and info["builtin_ops_only"]
         assert info["while_loop"] == (config.rnn == "dynamic") and not info["fused_lstm"]
         assert info["batch"] == ("any" if config.rnn == "static" else 1)
-        got = predictor.load(path).probabilities(images)
+        got = formats.load(path).probabilities(images)
         assert got.shape == (1000, 10)
         if name == "model.tflite":
             np.testing.assert_allclose(got, expected, atol=1e-4)
@@ -53,7 +53,7 @@ def test_variable_length_converts_too(test_digits):
     float32, _ = tflite.conversions(model, images)
     assert float32.runner.batch == 1 and tflite.LOOP_OP in float32.runner.ops
     np.testing.assert_allclose(float32.runner.probabilities(images),
-                               predictor.from_keras_model(model).probabilities(images), atol=1e-4)
+                               KerasPredictor(model).probabilities(images), atol=1e-4)
 
 
 def test_evaluate_reads_a_tflite_as_the_model(trained, tfds_dir, tmp_path):
@@ -90,7 +90,7 @@ def test_corrupt_or_foreign_tflite_is_one_clear_line(trained, tmp_path):
                            "uint8 [batch, 28, 28]; write one with python -m mnist_rnn.export"),
     ]:
         with pytest.raises(errors.ModelLoadError) as err:
-            predictor.load(str(tmp_path / name))
+            formats.load(str(tmp_path / name))
         assert message in str(err.value) and "\n" not in str(err.value), name
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from helpers import tiny_config
-from mnist_rnn import compat, errors
-from mnist_rnn.training import trainer
+from mnist_rnn import compat, errors, train
 from mnist_rnn.compat import keras
 from mnist_rnn.config import TrainConfig
+from mnist_rnn.training import trainer
 
 # Core tests (marked keras2) also run under Keras 2. Two run under Keras 3 only: test_model
 # checks the two graphs' math under both, and the same-seed test both seeds' effect.
@@ -77,7 +77,7 @@ def test_save_load_gives_identical_predictions(trained, sample):
 def test_static_and_dynamic_learn_the_same(tmp_path, tfds_dir):
     """Same seed, same math: the two graphs train to (nearly) the same accuracy."""
     results = [
-        trainer.train_and_evaluate(
+        train.train_and_evaluate(
             tiny_config(tmp_path / rnn, tfds_dir, rnn=rnn, max_steps=15, export=False),
             out=io.StringIO()
         )[1]["final_test_accuracy"]
@@ -93,7 +93,7 @@ def test_same_seed_same_metrics_and_weights(tmp_path, tfds_dir):
     for name in ("a", "b"):
         config = tiny_config(tmp_path / name, tfds_dir, max_steps=12, eval_every_steps=4,
                              export=False)
-        model, metrics = trainer.train_and_evaluate(config, out=io.StringIO())
+        model, metrics = train.train_and_evaluate(config, out=io.StringIO())
         runs.append((model.get_weights(), metrics["evaluations"]))
     (weights_a, evals_a), (weights_b, evals_b) = runs
     assert [(e["step"], e["accuracy"], e["loss"]) for e in evals_a] == [
@@ -104,7 +104,7 @@ def test_same_seed_same_metrics_and_weights(tmp_path, tfds_dir):
 
 def test_a_different_seed_gives_a_different_run(tmp_path, tfds_dir):
     losses = {
-        trainer.train_and_evaluate(
+        train.train_and_evaluate(
             tiny_config(tmp_path / str(seed), tfds_dir, max_steps=10, seed=seed, export=False),
             out=io.StringIO(),
         )[1]["final_test_loss"]
@@ -117,7 +117,7 @@ def test_a_different_seed_gives_a_different_run(tmp_path, tfds_dir):
 def test_max_steps_and_eval_every_steps(tmp_path, tfds_dir):
     config = tiny_config(tmp_path, tfds_dir, epochs=3, max_steps=50, eval_every_steps=20,
                          export=False)
-    _, metrics = trainer.train_and_evaluate(config, out=io.StringIO())
+    _, metrics = train.train_and_evaluate(config, out=io.StringIO())
     assert metrics["steps"] == 50 and metrics["epochs_started"] == 2
     assert [e["step"] for e in metrics["evaluations"]] == [20, 40, 50]
     assert [e["epoch"] for e in metrics["evaluations"]] == [1, 1, 2]
@@ -127,7 +127,7 @@ def test_max_steps_and_eval_every_steps(tmp_path, tfds_dir):
 @keras2
 def test_target_accuracy_stops_training_early(tmp_path, tfds_dir):
     config = tiny_config(tmp_path, tfds_dir, epochs=5, eval_every_steps=5, target_accuracy=0.3)
-    _, metrics = trainer.train_and_evaluate(config, out=io.StringIO())
+    _, metrics = train.train_and_evaluate(config, out=io.StringIO())
     accuracies = [e["accuracy"] for e in metrics["evaluations"]]
     assert metrics["reached_target"] and accuracies[-1] >= 0.3
     assert all(a < 0.3 for a in accuracies[:-1])  # It stopped at the first evaluation past 0.3.
@@ -151,7 +151,7 @@ def test_unwritable_model_dir_fails_before_training(tmp_path, tfds_dir):
     config = tiny_config(tmp_path, tfds_dir)
     config.model_dir = str(blocker / "model")
     with pytest.raises(errors.OutputError, match="cannot write to model_dir=") as err:
-        trainer.train_and_evaluate(config)
+        train.train_and_evaluate(config)
     assert err.value.as_flags().startswith(f"cannot write to --model_dir={blocker}/model: ")
 
 
@@ -171,8 +171,8 @@ def test_a_finished_run_on_another_dataset_is_refused(trained, sample, tmp_path)
     elsewhere = dataclasses.replace(sample, name="mnist")
     with pytest.raises(errors.UserError, match="dataset mnist .the run in progress used "
                                                "mnist_sample."):
-        trainer.train_and_evaluate(config, elsewhere, out=io.StringIO())
-    _, metrics = trainer.train_and_evaluate(config, sample, out=io.StringIO())
+        train.train_and_evaluate(config, elsewhere, out=io.StringIO())
+    _, metrics = train.train_and_evaluate(config, sample, out=io.StringIO())
     assert metrics["steps"] == 40  # The same data: the finished run, as it was.
 
 
@@ -180,7 +180,7 @@ def test_a_finished_run_on_another_dataset_is_refused(trained, sample, tmp_path)
 def test_a_batch_larger_than_the_training_set_is_recorded_as_used(tmp_path, tfds_dir):
     out = io.StringIO()
     config = tiny_config(tmp_path, tfds_dir, batch_size=100_000, epochs=3, export=False)
-    _, metrics = trainer.train_and_evaluate(config, out=out)
+    _, metrics = train.train_and_evaluate(config, out=out)
     assert "larger than the training set: each epoch is one batch of 4,000" in out.getvalue()
     assert metrics["flags"]["batch_size"] == 100_000 and metrics["batch_size"] == 4000
     assert metrics["steps"] == 3 and metrics["train_samples"] == 12_000

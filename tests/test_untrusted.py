@@ -17,10 +17,10 @@ import pytest
 from PIL import Image
 
 from helpers import run_module, start_python, tiny_config
-from mnist_rnn import compat, config, errors, files
-
+from mnist_rnn import compat, config, errors, files, train
 from mnist_rnn.data import images
-from mnist_rnn.training import checkpoint, rundir, trainer
+from mnist_rnn.training import checkpoint, rundir
+
 keras2 = pytest.mark.keras2
 # Drops root's powers to read and search anything, so that file modes hold as for a user.
 AS_A_USER = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all"]
@@ -69,7 +69,7 @@ def test_a_link_in_place_of_a_run_output_is_refused(tmp_path, tfds_dir, name):
     os.makedirs(train_config.model_dir)
     (pathlib.Path(train_config.model_dir) / name).symlink_to(elsewhere)
     with pytest.raises(errors.OutputError, match="a symbolic link, which a run never follows"):
-        trainer.train_and_evaluate(train_config, out=io.StringIO())
+        train.train_and_evaluate(train_config, out=io.StringIO())
     assert os.listdir(elsewhere) == []
     assert os.listdir(train_config.model_dir) == [name]
 
@@ -99,7 +99,7 @@ def test_a_backup_edited_by_hand_is_refused_and_left_as_it_is(tmp_path, tfds_dir
     backup = _hand_made_backup(train_config, step, weights_step)
     before = _tree(backup)
     with pytest.raises(errors.UserError) as err:
-        trainer.train_and_evaluate(train_config, out=io.StringIO())
+        train.train_and_evaluate(train_config, out=io.StringIO())
     assert str(err.value) == (f"{backup}/state.json: a damaged backup state ({why}); rerun "
                               "with overwrite=True to start over")
     assert _tree(backup) == before
@@ -108,21 +108,21 @@ def test_a_backup_edited_by_hand_is_refused_and_left_as_it_is(tmp_path, tfds_dir
 
 def test_a_finished_state_whose_step_is_not_the_metrics_is_refused(tmp_path, tfds_dir):
     train_config = tiny_config(tmp_path, tfds_dir, max_steps=2, export=False)
-    trainer.train_and_evaluate(train_config, out=io.StringIO())
+    train.train_and_evaluate(train_config, out=io.StringIO())
     state_file = pathlib.Path(train_config.model_dir) / "backup" / "state.json"
     state = json.loads(state_file.read_text())
     state_file.write_text(json.dumps({**state, "step": 10**30}))
     with pytest.raises(errors.UserError, match="backup's step 10+ is not metrics.json's 2"):
-        trainer.train_and_evaluate(train_config, out=io.StringIO())
+        train.train_and_evaluate(train_config, out=io.StringIO())
 
 
 def test_a_users_replaced_directory_and_look_alike_temporaries_are_never_deleted(tmp_path,
                                                                                tfds_dir):
     train_config = tiny_config(tmp_path, tfds_dir, max_steps=2, export=False)
-    trainer.train_and_evaluate(train_config, out=io.StringIO())
+    train.train_and_evaluate(train_config, out=io.StringIO())
     model_dir = pathlib.Path(train_config.model_dir)
     (model_dir / ".metrics.json.tmp-12345").write_text("the user's")
-    trainer.train_and_evaluate(train_config, out=io.StringIO())  # Finished: nothing to do.
+    train.train_and_evaluate(train_config, out=io.StringIO())  # Finished: nothing to do.
     assert (model_dir / ".metrics.json.tmp-12345").read_text() == "the user's"
 
     (model_dir / ".replaced").mkdir()
@@ -130,7 +130,7 @@ def test_a_users_replaced_directory_and_look_alike_temporaries_are_never_deleted
     before = _tree(model_dir)
     for overwrite in (False, True):
         with pytest.raises(errors.OutputError, match=r"\.replaced is not a run's hand-over"):
-            trainer.train_and_evaluate(tiny_config(tmp_path, tfds_dir, max_steps=2,
+            train.train_and_evaluate(tiny_config(tmp_path, tfds_dir, max_steps=2,
                                                    export=False, overwrite=overwrite),
                                        out=io.StringIO())
         assert _tree(model_dir) == before
@@ -179,9 +179,9 @@ def test_unreadable_mnist_files_are_one_line(tmp_path, kind):
         pytest.skip("needs setpriv (util-linux) to drop root's power to read any file")
     mnist_dir = tmp_path / "mnist"
     mnist_dir.mkdir()
-    from mnist_rnn.data import pipeline as data
+    from mnist_rnn.data import pipeline
 
-    published = data.tfds.builder("mnist").url_infos.values()
+    published = pipeline.tfds.builder("mnist").url_infos.values()
     for info in published:  # The published sizes, as holes: only the first is ever read.
         with open(mnist_dir / info.filename, "wb") as f:
             f.truncate(int(info.size))
@@ -258,9 +258,17 @@ def test_a_backup_of_another_runtime_is_named_as_such():
 def test_an_epoch_cut_short_by_a_stop_is_not_evaluated_as_its_end():
     from mnist_rnn.training.callbacks import Evaluator
 
+    class Recording:  # A Predictor that notes each test pass.
+        has_steps = False
+
+        def log_probabilities(self, sequences):
+            passes.append(1)
+            return np.zeros((len(sequences), 10), np.float32)
+
     passes = []
-    evaluator = Evaluator(test_pass=lambda: passes.append(1), steps_per_epoch=10,
-                          clock=lambda: 0.0, out=io.StringIO())
+    test = [(np.zeros((2, 28, 28), np.float32), np.zeros(2, np.int64))]
+    evaluator = Evaluator(Recording(), test, steps_per_epoch=10, clock=lambda: 0.0,
+                          out=io.StringIO())
     evaluator.set_params({"steps": 10, "verbose": 0})
     evaluator.on_epoch_begin(0)
     for batch in range(4):  # A signal stops the run after step 4.

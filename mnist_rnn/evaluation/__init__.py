@@ -1,1 +1,1 @@
-"""TODO"""
+"""One pass over the test set -> accuracy, loss, the answer after each step, the report."""

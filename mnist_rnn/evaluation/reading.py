@@ -6,7 +6,6 @@ import numpy as np
 from mnist_rnn import files
 from mnist_rnn.config import NUM_CLASSES, PIXELS, SIDE
 
-ACCURACY_PNG = "accuracy_by_step.png"
 STEPS_PNG_SUFFIX = ".steps.png"
 MARKS = (0.5, 0.9)  # The test accuracies whose first step the report names.
 

@@ -9,14 +9,10 @@ import os
 import numpy as np
 
 from mnist_rnn import files
-
-from mnist_rnn.evaluation import reading
 from mnist_rnn.config import NUM_CLASSES, SIDE
 from mnist_rnn.data.sequences import to_images
-
-REPORT_FILE = "evaluation.json"
-CONFUSION_PNG = "confusion_matrix.png"
-ERRORS_PNG = "confident_errors.png"
+from mnist_rnn.evaluation import reading
+from mnist_rnn.outputs import ACCURACY_PNG, CONFUSION_PNG, ERRORS_PNG, REPORT_FILE
 
 
 @dataclasses.dataclass
@@ -157,7 +153,7 @@ def write_report(report: dict, error_images: np.ndarray, output_dir: str,
                       os.path.join(output_dir, ERRORS_PNG))
         if report["reading"]:
             reading.write_accuracy_chart(report["reading"],
-                                         os.path.join(output_dir, reading.ACCURACY_PNG))
+                                         os.path.join(output_dir, ACCURACY_PNG))
 
 
 def _confusion_chart(report: dict, path: str) -> None:

@@ -1,1 +1,1 @@
-"""TODO"""
+"""The static and the dynamic LSTM, and Predictor: how any trained model answers."""

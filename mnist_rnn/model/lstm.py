@@ -5,10 +5,9 @@ import dataclasses
 from typing import Callable
 
 from mnist_rnn import compat
-
-from mnist_rnn.data import sequences
 from mnist_rnn.compat import keras
 from mnist_rnn.config import NUM_CLASSES, PIXELS, TrainConfig, check, check_variable_length
+from mnist_rnn.data import sequences
 
 
 @keras.saving.register_keras_serializable(package="mnist_rnn")

@@ -6,10 +6,9 @@ from typing import Iterator
 import numpy as np
 
 from mnist_rnn.data import images
-
-from mnist_rnn.evaluation import reading
 from mnist_rnn.errors import ImageError, one_line
-from mnist_rnn.serving.predictor import Predictor
+from mnist_rnn.evaluation import reading
+from mnist_rnn.model.predictor import Predictor
 
 
 def read_digits(paths: list[str], invert: bool | None = None

@@ -14,10 +14,9 @@ import threading
 import urllib.parse
 
 from mnist_rnn.data import images
-
-from mnist_rnn.serving import answers
 from mnist_rnn.errors import ImageError
-from mnist_rnn.serving.predictor import Predictor
+from mnist_rnn.model.predictor import Predictor
+from mnist_rnn.serving import answers
 
 PAGE_FILE = pathlib.Path(__file__).with_name("page.html")
 # An image file's bytes; its pixels are limited by images.MAX_PIXELS, checked from its header.
@@ -71,57 +70,74 @@ def html(models: list[Predictor]) -> bytes:
 
 def serve(models: list[Predictor], host: str, port: int) -> http.server.ThreadingHTTPServer:
     """A server of the page and its API for `models`, bound and ready for serve_forever()."""
-    page = html(models)
-    busy = threading.Lock()  # One reading at a time: the models are not shared between calls.
+    handler = type("Handler", (Handler,), {
+        "models": models, "page": html(models),
+        "busy": threading.Lock()})  # One reading at a time: models are not shared by calls.
+    return http.server.ThreadingHTTPServer((host, port), handler)
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            path = urllib.parse.urlsplit(self.path).path
-            if path == "/":
-                self._send(200, "text/html; charset=utf-8", page)
-            elif path == "/models":
-                self._json(200, [describe(m) for m in models])
-            else:
-                self._json(404, {"error": f"no page {path}: GET / or /models, POST /read"})
 
-        def do_POST(self):
-            url = urllib.parse.urlsplit(self.path)
-            if url.path != "/read":
-                return self._json(404, {"error": f"no API {url.path}: POST /read"})
-            index = urllib.parse.parse_qs(url.query).get("model", ["0"])[0]
-            if index not in [str(i) for i in range(len(models))]:
-                return self._json(400, {"error": f"model={index}: there are {len(models)} "
-                                                 f"models, 0 to {len(models) - 1}"})
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length < 0:  # read(-1) would read on to the end of the connection.
-                    raise ValueError(length)
-            except ValueError:
-                self.close_connection = True  # The body is never read.
-                return self._json(400, {"error": "Content-Length is not a number of bytes"})
-            if length > MAX_BODY_BYTES:
-                self.close_connection = True  # The body is never read.
-                return self._json(413, {"error": f"the file has {length:,} bytes, over the "
-                                                 f"limit of {MAX_BODY_BYTES:,}"})
-            data = self.rfile.read(length)
-            try:
-                with busy:
-                    self._json(200, read(models[int(index)], data))
-            except ImageError as e:
-                self._json(400, {"error": str(e)})
+class Handler(http.server.BaseHTTPRequestHandler):
+    """GET / (the page) and /models, POST /read. `serve` gives each server its own subclass,
+    with its `models`, its `page` and the lock that keeps readings one at a time."""
 
-        def _json(self, status: int, body) -> None:
-            self._send(status, "application/json", json.dumps(body).encode())
+    models: list[Predictor] = []
+    page = b""
+    busy: threading.Lock
 
-        def _send(self, status: int, content_type: str, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
+    def do_GET(self):
+        path = urllib.parse.urlsplit(self.path).path
+        if path == "/":
+            self._send(200, "text/html; charset=utf-8", self.page)
+        elif path == "/models":
+            self._json(200, [describe(m) for m in self.models])
+        else:
+            self._json(404, {"error": f"no page {path}: GET / or /models, POST /read"})
 
-        def log_message(self, format, *args):  # noqa: A002  Quiet: the page is the output.
-            pass
+    def do_POST(self):
+        url = urllib.parse.urlsplit(self.path)
+        if url.path != "/read":
+            return self._json(404, {"error": f"no API {url.path}: POST /read"})
+        index = urllib.parse.parse_qs(url.query).get("model", ["0"])[0]
+        count = len(self.models)
+        if index not in [str(i) for i in range(count)]:
+            return self._json(400, {"error": f"model={index}: there are {count} models, 0 to "
+                                             f"{count - 1}"})
+        length = self._body_length()
+        if length is None:
+            return None
+        data = self.rfile.read(length)
+        try:
+            with self.busy:
+                self._json(200, read(self.models[int(index)], data))
+        except ImageError as e:
+            self._json(400, {"error": str(e)})
 
-    return http.server.ThreadingHTTPServer((host, port), Handler)
+    def _body_length(self) -> int | None:
+        """The body's length in bytes; None, after answering with the error, for one that is
+        not a number of bytes or is over MAX_BODY_BYTES (the body is then never read)."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length < 0:  # read(-1) would read on to the end of the connection.
+                raise ValueError(length)
+        except ValueError:
+            self.close_connection = True
+            return self._json(400, {"error": "Content-Length is not a number of bytes"})
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True
+            return self._json(413, {"error": f"the file has {length:,} bytes, over the limit of "
+                                             f"{MAX_BODY_BYTES:,}"})
+        return length
+
+    def _json(self, status: int, body) -> None:
+        self._send(status, "application/json", json.dumps(body).encode())
+
+    def _send(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):  # noqa: A002  Quiet: the page is the output.
+        pass

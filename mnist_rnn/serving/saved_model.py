@@ -18,17 +18,18 @@ Constants, not variables, because XLA cannot read variables under TF1-style sess
 xla="off" exports the plain graph that any TensorFlow runs.
 """
 
+import os
 from typing import Callable
 
 import tensorflow as tf
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from mnist_rnn import compat, files
 from mnist_rnn.compat import keras
 from mnist_rnn.config import SAVED_MODEL_XLA, SIDE
-from mnist_rnn.errors import UserError
-from mnist_rnn.model.lstm import describe, step_logits_fn
 from mnist_rnn.data.sequences import to_sequences
+from mnist_rnn.errors import UserError, setting
+from mnist_rnn.model.lstm import describe, step_logits_fn
+from mnist_rnn.outputs import SAVED_MODEL_DIR
 
 IMAGE_SIGNATURE = "serving_default"
 SEQUENCE_SIGNATURE = "serve_sequences"
@@ -40,11 +41,14 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 MAX_COMPILED_UNROLLED_STEPS = 28
 
 
+def probabilities(logits: tf.Tensor) -> tf.Tensor:
+    """float32 probabilities of logits [..., 10], as the serving files' TensorFlow ops."""
+    return tf.nn.softmax(logits, axis=-1)
+
+
 def _outputs(logits: tf.Tensor) -> dict:
-    return {
-        "probabilities": tf.nn.softmax(logits, axis=-1),
-        "class": tf.argmax(logits, axis=-1, output_type=tf.int64),
-    }
+    return {"probabilities": probabilities(logits),
+            "class": tf.argmax(logits, axis=-1, output_type=tf.int64)}
 
 
 def uses_xla(model: keras.Model, xla: str = "auto") -> bool:
@@ -56,14 +60,15 @@ def uses_xla(model: keras.Model, xla: str = "auto") -> bool:
     if not compat.HAS_TF_GRAPHS:  # jax2tf writes XLA programs only.
         if xla == "off":
             raise UserError("a model on JAX exports only compiled signatures (jax2tf): export "
-                            "it with --saved_model_xla=auto, or without KERAS_BACKEND=jax for "
-                            "a plain graph")
+                            f"it with {setting('saved_model_xla', 'auto')}, or on "
+                            f"{compat.switch_to(compat.KERAS3_TENSORFLOW)} for a plain graph")
         return True
     shape = describe(model)
     if shape.variable_length:
         if xla == "on":
             raise UserError("a variable-length model cannot be compiled by XLA (its length per "
-                            "batch depends on the data); export it with --saved_model_xla=auto")
+                            "batch depends on the data); export it with "
+                            f"{setting('saved_model_xla', 'auto')}")
         return False
     if xla == "auto":
         return not shape.static or shape.timesteps <= MAX_COMPILED_UNROLLED_STEPS
@@ -95,8 +100,7 @@ def export_saved_model(model: keras.Model, path: str, xla: str = "auto") -> dict
         return _outputs(sequence_logits(sequences))
 
     def serve_steps(images):
-        return {"probabilities": tf.nn.softmax(step_logits(to_sequences(images, timesteps)),
-                                               axis=-1)}
+        return {"probabilities": probabilities(step_logits(to_sequences(images, timesteps)))}
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -122,15 +126,15 @@ def describe_export(info: dict) -> str:
     sizes = f"for {len(buckets)} batch sizes ({buckets[0]} to {buckets[-1]}, padded up)"
     if info.get("backend") == "jax":
         return (f"XLA programs from JAX (jax2tf's XlaCallModule ops) {sizes}; for a plain "
-                "graph, export the model.keras without KERAS_BACKEND=jax")
-    return (f"compiled by XLA {sizes}; TF Serving needs --xla_cpu_compilation_enabled=true, "
-            "or export with --saved_model_xla=off")
+                f"graph, export the model.keras on {compat.switch_to(compat.KERAS3_TENSORFLOW)}")
+    return (f"compiled by XLA {sizes}; TF Serving needs its --xla_cpu_compilation_enabled=true, "
+            "or export a plain graph (saved_model_xla=off)")
 
 
 def _compiled(fn: Callable, spec: tf.TensorSpec) -> Callable:
     """fn of a batch (`spec`), reading the model's variables -> the same function with the
     weights frozen into constants, compiled by XLA for the BATCH_BUCKETS sizes only."""
-    program, traced = (_frozen_program if compat.HAS_TF_GRAPHS else _jax_program)(fn, spec)
+    program, traced = compat.xla_program(fn, spec)
     out_shape = [None, *traced.outputs[0].shape[1:]]
     top = BATCH_BUCKETS[-1]
 
@@ -152,27 +156,6 @@ def _compiled(fn: Callable, spec: tf.TensorSpec) -> Callable:
     return bucketed
 
 
-def _frozen_program(fn: Callable, spec: tf.TensorSpec) -> tuple[Callable, Callable]:
-    """fn (TensorFlow) with the weights frozen into constants, compiled by XLA; and fn
-    traced (for its output's shape)."""
-    traced = tf.function(fn, input_signature=[spec]).get_concrete_function()
-    frozen = convert_variables_to_constants_v2(
-        traced, lower_control_flow=False)  # XLA compiles functional loops, not TF1's lowered.
-    return tf.function(lambda x: frozen(x)[0], jit_compile=True), traced
-
-
-def _jax_program(fn: Callable, spec: tf.TensorSpec) -> tuple[Callable, Callable]:
-    """fn (JAX) as a TensorFlow function through jax2tf: one XLA program (an XlaCallModule
-    op, which any TensorFlow runs), with the weights as its constants; and it traced."""
-    from jax.experimental import jax2tf
-
-    dims = ["batch"] + [str(d) if d is not None else "steps" for d in spec.shape[1:]]
-    converted = jax2tf.convert(fn, polymorphic_shapes=[f"({', '.join(dims)})"],
-                               with_gradient=False)  # Serving only: no gradient functions.
-    program = tf.function(converted, input_signature=[spec], autograph=False)
-    return program, program.get_concrete_function()
-
-
 def _pad_batch(x: tf.Tensor, size) -> tf.Tensor:
     """x [n, ...] padded with zeros to [size, ...]."""
     padding = tf.concat([[[0, size - tf.shape(x)[0]]], tf.zeros([tf.rank(x) - 1, 2], tf.int32)],
@@ -190,3 +173,21 @@ def write(model: keras.Model, path: str, xla: str = "auto") -> dict:
             raise files.as_os_error(e, path) from None
 
     return files.write_or_fail(files.replace_dir, write_to, path)
+
+
+class SavedModelExport:
+    """saved_model/ as a training run's last stage (see training.trainer.Export)."""
+
+    name = "saved_model"
+
+    def __init__(self, xla: str = "auto"):
+        self.xla = xla
+
+    def check(self) -> None:
+        pass  # What the model allows is known once it is built (uses_xla).
+
+    def write(self, model: keras.Model, out_dir: str, datasets) -> dict:
+        return write(model, os.path.join(out_dir, SAVED_MODEL_DIR), self.xla)
+
+    def describe(self, info: dict) -> list[str]:
+        return [f"SavedModel: {describe_export(info)}"]

@@ -26,12 +26,14 @@ import tensorflow as tf
 from mnist_rnn import compat, files
 from mnist_rnn.compat import keras
 from mnist_rnn.config import NUM_CLASSES, SIDE
-from mnist_rnn.errors import ModelLoadError, UserError
-from mnist_rnn.model.lstm import describe
 from mnist_rnn.data.sequences import to_sequences
+from mnist_rnn.errors import ModelLoadError, UserError, setting
+from mnist_rnn.evaluation import report
+from mnist_rnn.model.lstm import describe
+from mnist_rnn.model.predictor import KerasPredictor
+from mnist_rnn.outputs import TFLITE_FILE, TFLITE_INT8_FILE
+from mnist_rnn.serving.saved_model import probabilities
 
-FLOAT_FILE = "model.tflite"
-INT8_FILE = "model_int8.tflite"
 MAX_FLOAT_DIFF = 1e-4  # A float32 .tflite that differs more from the model is not written.
 LOOP_OP, FUSED_LSTM_OP = "WHILE", "UNIDIRECTIONAL_SEQUENCE_LSTM"
 RUNTIME_NOISE = re.compile(r"^INFO: ")  # "Created TensorFlow Lite XNNPACK delegate for CPU."
@@ -42,8 +44,9 @@ CONVERTER_NOISE = re.compile(r"^W\d{4} .* tf_tfl_flatbuffer_helpers\.cc:\d+\] Ig
 def runtime() -> tuple[type, str]:
     """The interpreter class and its name: LiteRT's, else TensorFlow's own (deprecated)."""
     try:
-        from ai_edge_litert import interpreter as litert
         from importlib.metadata import version
+
+        from ai_edge_litert import interpreter as litert
 
         return litert.Interpreter, f"ai-edge-litert {version('ai-edge-litert')}"
     except ImportError:
@@ -140,7 +143,7 @@ def convert(model: keras.Model, int8: bool = False) -> bytes:
 
     @tf.function(input_signature=[tf.TensorSpec([batch, SIDE, SIDE], tf.uint8, name="images")])
     def serve(images):
-        return tf.nn.softmax(model(to_sequences(images, timesteps), training=False), axis=-1)
+        return probabilities(model(to_sequences(images, timesteps), training=False))
 
     with _converter_warnings_off():
         # No trackable object: the converter then freezes the variables (see the notes).
@@ -155,7 +158,8 @@ def convert(model: keras.Model, int8: bool = False) -> bytes:
         except Exception as e:  # The converter raises its own types with long MLIR dumps.
             raise UserError(
                 f"{model.name}: TFLite cannot convert it with built-in ops only "
-                f"({_first_line(e)}); train --rnn=static for a loop-free model") from None
+                f"({_first_line(e)}); train with {setting('rnn', 'static')} for a loop-free model"
+            ) from None
 
 
 @contextlib.contextmanager
@@ -175,10 +179,9 @@ def _converter_warnings_off():
 def conversions(model: keras.Model, check_digits: np.ndarray) -> list[Conversion]:
     """float32 and int8 conversions of `model`, each run on `check_digits` (uint8 [n, 28,
     28]): the float32 one must agree with the model within MAX_FLOAT_DIFF."""
-    expected = tf.nn.softmax(model(to_sequences(check_digits, describe(model).timesteps),
-                                   training=False), axis=-1).numpy()
+    expected = KerasPredictor(model, eager=True).probabilities(check_digits)
     out = []
-    for name, int8 in ((FLOAT_FILE, False), (INT8_FILE, True)):
+    for name, int8 in ((TFLITE_FILE, False), (TFLITE_INT8_FILE, True)):
         content = convert(model, int8)
         runner = Runner(content, name)
         diff = float(np.abs(runner.probabilities(check_digits) - expected).max())
@@ -195,7 +198,8 @@ def check_backend() -> None:
     and a model on JAX has none (its exported programs are XLA's)."""
     if not compat.HAS_TF_GRAPHS:
         raise UserError("the .tflite export needs the TensorFlow backend: export the model.keras "
-                        "with python -m mnist_rnn.export --tflite without KERAS_BACKEND=jax")
+                        "with python -m mnist_rnn.export --tflite on "
+                        f"{compat.switch_to(compat.KERAS3_TENSORFLOW)}")
 
 
 def export(model: keras.Model, output_dir: str, check_digits: np.ndarray) -> list[dict]:
@@ -229,3 +233,22 @@ def _first_line(e: Exception) -> str:
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     line = next((x for x in lines if "error:" in x), lines[0] if lines else type(e).__name__)
     return line[:200]
+
+
+class TFLiteExport:
+    """model.tflite and model_int8.tflite as a training run's last stage (see
+    training.trainer.Export), checked on the first CHECK_DIGITS test digits."""
+
+    name = "tflite"
+    CHECK_DIGITS = 200
+
+    def check(self) -> None:
+        check_backend()
+
+    def write(self, model: keras.Model, out_dir: str, datasets) -> list[dict]:
+        digits = report.test_images(datasets.test,
+                                    range(min(self.CHECK_DIGITS, datasets.test_size)))
+        return export(model, out_dir, digits)
+
+    def describe(self, info: list[dict]) -> list[str]:
+        return [describe_line(each) for each in info]

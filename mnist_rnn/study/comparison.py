@@ -12,8 +12,8 @@ import sys
 import time
 
 from mnist_rnn import files
-from mnist_rnn.study.measure import DEFAULTS, STEPS
 from mnist_rnn.config import RNNS
+from mnist_rnn.study.measure import DEFAULTS, STEPS, WARMUP
 
 TENSORBOARD_DIR = "tensorboard"
 # How long a configuration may take to its first step before it is reported as too slow.
@@ -188,7 +188,7 @@ def markdown(report):
     config = report["config"]
     lines = [
         f"Units {config['units']}, batch {config['batch_size']}, {config['steps']} timed steps "
-        f"after a first step and 3 warm-up steps, dataset {config['dataset']}; "
+        f"after a first step and {WARMUP} warm-up steps, dataset {config['dataset']}; "
         f"{report['machine']['cpus']} CPUs, TensorFlow {report['machine']['tensorflow']}"
         + (f", JAX {report['machine']['jax']}" if "jax" in report["machine"] else "") + ".",
         "",

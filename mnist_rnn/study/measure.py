@@ -21,7 +21,8 @@ def emit(event: str, **fields) -> None:
 
 
 DEFAULTS = TrainConfig()  # Training's own defaults, for what a measurement leaves unsaid.
-STEPS = 50  # Timed training steps, after the first step and the warm-up steps.
+STEPS = 50  # Timed training steps, after the first step and the WARMUP steps.
+WARMUP = 3  # Steps after the first left untimed: caches, allocation.
 
 
 def directory_bytes(path: str) -> int:
@@ -30,7 +31,7 @@ def directory_bytes(path: str) -> int:
 
 
 def measure(rnn: str, timesteps: int, units: int = DEFAULTS.units,
-            batch_size: int = DEFAULTS.batch_size, steps: int = STEPS, warmup: int = 3,
+            batch_size: int = DEFAULTS.batch_size, steps: int = STEPS, warmup: int = WARMUP,
             seed: int = DEFAULTS.seed, dataset: str = "mnist_sample",
             data_dir: str | None = None, variable_length: bool = False,
             tensorboard_dir: str | None = None,
@@ -42,35 +43,16 @@ def measure(rnn: str, timesteps: int, units: int = DEFAULTS.units,
     import numpy as np
 
     from mnist_rnn import compat
-
-    from mnist_rnn.data import pipeline as data, sequences
-
     from mnist_rnn.evaluation import report
-
-    from mnist_rnn.serving import predictor
-
+    from mnist_rnn.model.predictor import KerasPredictor
     from mnist_rnn.study import graphs
-    from mnist_rnn.model.lstm import build_for, seed as seed_all
-    from mnist_rnn.training.callbacks import StepTimer
 
     config = TrainConfig(rnn=rnn, units=units, timesteps=timesteps, batch_size=batch_size,
                          learning_rate=learning_rate, seed=seed, dataset=dataset,
                          data_dir=data_dir, variable_length=variable_length)
-    seed_all(seed)
-    datasets = data.load_for(config, data.resolve_dataset(dataset, data_dir))
-    model = build_for(config, datasets, steps_per_execution=1)
-    total = 1 + warmup + steps
-    train = datasets.train_epochs(0, math.ceil(total / datasets.steps_per_epoch)).take(total)
-    # Steps the LSTM really runs: each batch's longest stripped sequence.
-    lengths = ([int(sequences.strip_blank_steps(x).shape[1]) for x, _ in train]
-               if variable_length else [timesteps])
-    emit("ready")
-    timer = StepTimer(warmup_steps=1 + warmup,
-                      on_first_step=lambda s: emit("first_step", time_to_first_step_s=s))
-    model.fit(train, epochs=1, steps_per_epoch=total, verbose=0, shuffle=False,
-              callbacks=[timer])
+    model, datasets, timer, lengths = _train_timed(config, 1 + warmup + steps, warmup)
     step_s = 1 / timer.steady_steps_per_s()
-    accuracy = report.test_pass(predictor.from_keras_model(model), datasets.test).accuracy
+    accuracy = report.test_pass(KerasPredictor(model), datasets.test).accuracy
 
     accepts_other_length = _accepts_other_length(model, timesteps, datasets.features)
     facts = graphs.graph_facts(model)
@@ -87,13 +69,37 @@ def measure(rnn: str, timesteps: int, units: int = DEFAULTS.units,
         samples_per_s=batch_size / step_s,
         mean_timesteps_per_batch=float(np.mean(lengths)),
         test_accuracy=accuracy,
-        trained_steps=total,
+        trained_steps=1 + warmup + steps,
         peak_rss_mb=peak_rss_mb,
         saved_model_mb=saved_model_bytes / 2**20,
         accepts_other_length=accepts_other_length,
         **facts,
         **lite,
     )
+
+
+def _train_timed(config: TrainConfig, total: int, warmup: int):
+    """Trains `total` steps as mnist_rnn.train would (seeds, op determinism, pipeline, model,
+    optimizer), one step per call; returns the model, the datasets, the StepTimer (which
+    leaves out the first step and `warmup` more) and the steps each batch's LSTM runs."""
+    from mnist_rnn.data import pipeline, sequences, sources
+    from mnist_rnn.model.lstm import build_for, seed as seed_all
+    from mnist_rnn.training.callbacks import StepTimer
+
+    seed_all(config.seed)
+    datasets = pipeline.load_for(config, sources.resolve_dataset(config.dataset,
+                                                                 config.data_dir))
+    model = build_for(config, datasets, steps_per_execution=1)
+    train = datasets.train_epochs(0, math.ceil(total / datasets.steps_per_epoch)).take(total)
+    # Steps the LSTM really runs: each batch's longest stripped sequence.
+    lengths = ([int(sequences.strip_blank_steps(x).shape[1]) for x, _ in train]
+               if config.variable_length else [config.timesteps])
+    emit("ready")
+    timer = StepTimer(warmup_steps=1 + warmup,
+                      on_first_step=lambda s: emit("first_step", time_to_first_step_s=s))
+    model.fit(train, epochs=1, steps_per_epoch=total, verbose=0, shuffle=False,
+              callbacks=[timer])
+    return model, datasets, timer, lengths
 
 
 def _accepts_other_length(model, timesteps: int, features: int) -> bool:
@@ -120,12 +126,11 @@ def tf_graph_facts(model, test, tensorboard_dir: str | None) -> dict:
     """What needs TensorFlow graphs, which a model on JAX has none of: the TFLite facts
     (see tflite_facts), and the graph drawn in `tensorboard_dir` when given."""
     from mnist_rnn import compat
-
-    from mnist_rnn.study import graphs
+    from mnist_rnn.training import tensorboard
     if not compat.HAS_TF_GRAPHS:
         return {}
     if tensorboard_dir:
-        graphs.write_tensorboard_graph(model, tensorboard_dir)
+        tensorboard.write_graph(model, tensorboard_dir)
     return tflite_facts(model, test)
 
 
@@ -136,10 +141,9 @@ def tflite_facts(model, test) -> dict:
 
     import numpy as np
 
-    from mnist_rnn.evaluation import report
-
-    from mnist_rnn.serving import tflite
     from mnist_rnn.errors import UserError
+    from mnist_rnn.evaluation import report
+    from mnist_rnn.serving import tflite
 
     labels = np.concatenate([np.asarray(y) for _, y in test])
     digits = report.test_images(test, range(len(labels)))

@@ -1,1 +1,1 @@
-"""TODO"""
+"""One training run: its loop, callbacks, backup, curves and directory; nothing of serving."""

@@ -1,5 +1,6 @@
 """The training loop's callbacks, one job each: time the steps, end training at a bad loss or
-at its step limit, evaluate, stop on a signal, back up (TensorBoard's: tensorboard.py).
+at its step limit, evaluate, stop on a signal, back up (TensorBoard's: tensorboard.py). Each
+is given the objects it works with; none calls back into the trainer.
 
 Keras calls `on_train_batch_end` once per call into TensorFlow, with the epoch's last step run
 so far (`steps_per_execution` may run several); each callback here counts the run's steps
@@ -9,15 +10,20 @@ from the step it started at, so a resumed run goes on counting where it stopped.
 import contextlib
 import dataclasses
 import math
+import os
 import signal
 import sys
 import threading
 import time
 from typing import Callable, TextIO
 
-from mnist_rnn import compat
+from mnist_rnn import compat, files
 from mnist_rnn.compat import keras
 from mnist_rnn.errors import NumericalError
+from mnist_rnn.evaluation import report
+from mnist_rnn.model.predictor import Predictor
+from mnist_rnn.outputs import BACKUP_DIR
+from mnist_rnn.training import checkpoint, rundir
 
 WARMUP_STEPS = 5  # Steps left out of the steady-state speed: tracing, caches, allocation.
 
@@ -120,16 +126,18 @@ class Evaluator(StepCallback):
     """Evaluates on the test set every `every_steps` steps (0: at each epoch end), with one
     printed line, and stops training once test accuracy reaches `target_accuracy` (0: never).
 
-    `test_pass()` runs the model over the test set (a report.TestPass); the latest is kept
-    in `last_pass` for the final report. `clock()` gives the run's time. A resumed run
-    passes its earlier evaluations as `history`, and their time as `eval_time_s`."""
+    Each evaluation is one report.test_pass of `predictor` (the model being trained) over
+    `test`, with its answers after each step; the latest is kept in `last_pass` for the final
+    report. `clock()` gives the run's time. A resumed run passes its earlier evaluations as
+    `history`, and their time as `eval_time_s`."""
 
-    def __init__(self, *, test_pass: Callable, steps_per_epoch: int,
+    def __init__(self, predictor: Predictor, test, *, steps_per_epoch: int,
                  clock: Callable[[], float], every_steps: int = 0,
                  target_accuracy: float = 0.0, out: TextIO = sys.stdout, start_step: int = 0,
                  history: list[Evaluation] | None = None, eval_time_s: float = 0.0):
         super().__init__(start_step)
-        self.test_pass = test_pass
+        self.predictor = predictor
+        self.test = test
         self.steps_per_epoch = steps_per_epoch
         self.clock = clock
         self.every_steps = every_steps
@@ -166,7 +174,7 @@ class Evaluator(StepCallback):
             return self.history[-1]
         began = time.perf_counter()
         self.sync_model()
-        self.last_pass = self.test_pass()
+        self.last_pass = report.test_pass(self.predictor, self.test, steps=True)
         self.eval_time_s += time.perf_counter() - began
         if evaluated:  # Resumed at an evaluated step: the report needs the pass, not a line.
             return self.history[-1]
@@ -224,14 +232,26 @@ class StopOnSignal(StepCallback):
 
 
 class Backup(StepCallback):
-    """Backs up every `every_steps` steps (0: never mid-epoch) and at each epoch end, by
-    calling `save(model)`."""
+    """Backs up every `every_steps` steps (0: never mid-epoch), at each epoch end and when
+    asked (`save`): first the TensorBoard curves noted so far (`tensorboard`, when on), then
+    the model's and optimizer's variables with the run's `state()` into BACKUP_DIR.
 
-    def __init__(self, every_steps: int, save: Callable[[keras.Model], None],
+    The first backup of a run started afresh (`handed_over` false) first moves the run that
+    `out_dir` held before out of the way, and deletes it once the backup is complete (see
+    rundir.py). `about`: what the state says of the run besides its progress (its settings,
+    its dataset, its runtime)."""
+
+    def __init__(self, every_steps: int, out_dir: str, about: dict, timer: StepTimer,
+                 evaluator: Evaluator, tensorboard=None, *, handed_over: bool,
                  start_step: int = 0):
         super().__init__(start_step)
         self.every_steps = every_steps
-        self._save = save
+        self.out_dir = out_dir
+        self.about = about
+        self.timer = timer
+        self.evaluator = evaluator
+        self.tensorboard = tensorboard
+        self.handed_over = handed_over
         self._saved_step = None
 
     def on_steps_end(self, logs):
@@ -241,8 +261,29 @@ class Backup(StepCallback):
     def on_epoch_end(self, epoch, logs=None):
         self.save()
 
+    def state(self) -> dict:
+        """What a backup records besides the weights."""
+        evaluator = self.evaluator
+        return {
+            "step": evaluator.step,
+            "evaluations": [dataclasses.asdict(e) for e in evaluator.history],
+            "eval_time_s": evaluator.eval_time_s,
+            "wall_time_s": self.timer.elapsed(),
+            "time_to_first_step_s": self.timer.first_step_s,
+            **self.about,
+        }
+
     def save(self) -> None:
-        if self.step != self._saved_step:
-            self.sync_model()
-            self._save(self.model)
-            self._saved_step = self.step
+        if self.step == self._saved_step:
+            return
+        self.sync_model()
+        if not self.handed_over:
+            files.write_or_fail(rundir.hand_over, self.out_dir)
+        if self.tensorboard:
+            files.write_or_fail(self.tensorboard.write)
+        files.write_or_fail(checkpoint.save, self.model,
+                            os.path.join(self.out_dir, BACKUP_DIR), self.state())
+        if not self.handed_over:
+            rundir.finish_hand_over(self.out_dir)
+            self.handed_over = True
+        self._saved_step = self.step

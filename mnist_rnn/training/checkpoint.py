@@ -22,9 +22,8 @@ import numpy as np
 from mnist_rnn import compat, files
 from mnist_rnn.compat import keras
 from mnist_rnn.errors import NumericalError, UserError, setting
+from mnist_rnn.outputs import STATE_FILE
 
-BACKUP_DIR = "backup"
-STATE_FILE = "state.json"
 WEIGHTS_PREFIX, WEIGHTS_SUFFIX = "step-", ".weights.npz"
 WEIGHTS_NAME = re.compile(rf"{WEIGHTS_PREFIX}\d+{re.escape(WEIGHTS_SUFFIX)}")
 # What a state must hold, and of which type, to be resumed from.

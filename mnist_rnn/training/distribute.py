@@ -12,14 +12,8 @@ import os
 import tensorflow as tf
 
 from mnist_rnn import compat
-from mnist_rnn.compat import keras
 from mnist_rnn.config import STRATEGIES
 from mnist_rnn.errors import UserError, setting
-
-# What keras.distribution.initialize reads: every process's address (the first is the
-# coordinator's), how many processes, and this one's index (0 is the chief).
-JAX_PROCESS_VARIABLES = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
-                         "KERAS_DISTRIBUTION_PROCESS_ID")
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -29,17 +23,18 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if not compat.HAS_TF_DISTRIBUTE:
         if name == "mirrored":
             raise UserError(f"{setting('distribution_strategy', name)} is a tf.distribute "
-                            "strategy, which needs the TensorFlow backend: unset KERAS_BACKEND")
+                            "strategy, which needs the TensorFlow backend: run on "
+                            f"{compat.switch_to(compat.KERAS3_TENSORFLOW)}")
         if name == "multi_worker":
-            _start_jax_processes(name)
+            compat.start_jax_processes(setting("distribution_strategy", name))
         return tf.distribute.get_strategy()  # No tf.distribute: JAX places the work.
     if name == "multi_worker":  # Before anything else touches the TensorFlow runtime.
         if not compat.MULTI_WORKER_FIT:
             raise UserError(
                 f"{setting('distribution_strategy', name)} needs Keras 2 or JAX: Keras 3's "
-                "fit does not support MultiWorkerMirroredStrategy yet; pip install "
-                "'mnist_rnn[keras2]' and set TF_USE_LEGACY_KERAS=1, or run on JAX with "
-                "KERAS_BACKEND=jax (see docs/runtimes.md)")
+                "fit does not support MultiWorkerMirroredStrategy yet; run on "
+                f"{compat.switch_to(compat.KERAS2)}, or on "
+                f"{compat.switch_to(compat.KERAS3_JAX)} (see docs/runtimes.md)")
         if not os.environ.get("TF_CONFIG"):
             raise UserError(f"{setting('distribution_strategy', name)} needs TF_CONFIG: see "
                             "docs/runtimes.md")
@@ -52,19 +47,6 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     # mirrored: over all GPUs; without GPUs, over all (logical) CPUs.
     devices = None if gpus else [d.name for d in tf.config.list_logical_devices("CPU")]
     return tf.distribute.MirroredStrategy(devices)
-
-
-def _start_jax_processes(name: str) -> None:
-    """Joins this process to the others of a JAX run (keras.distribution, from the
-    KERAS_DISTRIBUTION_* variables) and splits each global batch between them."""
-    missing = [v for v in JAX_PROCESS_VARIABLES if not os.environ.get(v)]
-    if missing:
-        raise UserError(f"{setting('distribution_strategy', name)} on JAX needs "
-                        f"{', '.join(missing)}: see docs/runtimes.md")
-    import jax
-
-    keras.distribution.initialize()  # Before any JAX computation.
-    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
 
 
 def jax_processes() -> int:

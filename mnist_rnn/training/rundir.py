@@ -1,5 +1,5 @@
-"""A training run's directory: the names of what a run writes there, and the hand-over from
-the run it held before to a new one (`overwrite`, or a real run after a dry run).
+"""A training run's directory: the hand-over from the run it held before to a new one
+(`overwrite`, or a real run after a dry run). The names of what a run writes: outputs.py.
 
 Only these exact names are ever moved or deleted: a --model_dir may hold the user's own files,
 and a `.replaced/` without the run's mark is the user's, refused rather than touched.
@@ -13,26 +13,11 @@ import contextlib
 import os
 
 from mnist_rnn import files
-
-from mnist_rnn.evaluation import reading, report
-
-from mnist_rnn.serving import tflite
-
-from mnist_rnn.training import checkpoint
 from mnist_rnn.errors import OutputError, setting
+from mnist_rnn.outputs import BACKUP_DIR, DIRECTORIES, OUTPUTS, STATE_FILE
 
-MODEL_FILE = "model.keras"
-SAVED_MODEL_DIR = "saved_model"
-METRICS_FILE = "metrics.json"
-LOGS_DIR = "logs"
 REPLACED_DIR = ".replaced"
 HAND_OVER_MARK = ".hand-over"  # In REPLACED_DIR: what tells the run's own from a user's.
-
-# Everything a run writes besides its lock, the backup last (it says whose the rest is).
-OUTPUTS = (MODEL_FILE, SAVED_MODEL_DIR, tflite.FLOAT_FILE, tflite.INT8_FILE, METRICS_FILE,
-           report.REPORT_FILE, report.CONFUSION_PNG, report.ERRORS_PNG, reading.ACCURACY_PNG,
-           LOGS_DIR, checkpoint.BACKUP_DIR)
-DIRECTORIES = (SAVED_MODEL_DIR, LOGS_DIR, checkpoint.BACKUP_DIR)
 
 
 def written(model_dir: str) -> list[str]:
@@ -95,8 +80,8 @@ def recover(model_dir: str) -> None:
     replaced = os.path.join(model_dir, REPLACED_DIR)
     if not os.path.isfile(os.path.join(replaced, HAND_OVER_MARK)):
         return
-    backup = os.path.join(model_dir, checkpoint.BACKUP_DIR)
-    if not os.path.exists(os.path.join(backup, checkpoint.STATE_FILE)):
+    backup = os.path.join(model_dir, BACKUP_DIR)
+    if not os.path.exists(os.path.join(backup, STATE_FILE)):
         for name in written(replaced):
             files.remove(os.path.join(model_dir, name))
             os.replace(os.path.join(replaced, name), os.path.join(model_dir, name))

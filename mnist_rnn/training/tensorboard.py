@@ -1,16 +1,14 @@
-"""A training run's curves for `tensorboard --logdir`, written by a training callback, and the
-trimming of event files that a resumed run needs."""
+"""A training run's curves and its training-step graph for `tensorboard --logdir`, written by
+a training callback, and the trimming of event files that a resumed run needs."""
 
 import glob
 import os
-from typing import Callable
 
 import tensorflow as tf
 
 from mnist_rnn import files
-
-from mnist_rnn.study import graphs
-from mnist_rnn.training.callbacks import Evaluation, StepCallback
+from mnist_rnn.model.lstm import describe, learning_rate_at
+from mnist_rnn.training.callbacks import Evaluator, StepCallback, StepTimer
 
 
 class TensorBoardLog(StepCallback):
@@ -24,18 +22,18 @@ class TensorBoardLog(StepCallback):
     loses nothing written before its last backup. A resumed run first drops what its killed
     predecessor wrote after the backup it resumes from, so that no step is drawn twice.
 
-    `evaluations()` gives the run's evaluations so far; `samples_per_s()` its steady speed;
-    `learning_rate(step)` the rate at a step. `graph`: also draw the training step."""
+    The evaluations are `evaluator`'s; the speed is `timer`'s steady steps per second times
+    `samples_per_step`; the learning rate is `schedule`'s (a float or a Keras schedule, see
+    model.lstm.learning_rate). `graph`: also draw the training step."""
 
-    def __init__(self, logdir: str, evaluations: Callable[[], list[Evaluation]],
-                 samples_per_s: Callable[[], float | None],
-                 learning_rate: Callable[[int], float], start_step: int = 0,
-                 graph: bool = True):
+    def __init__(self, logdir: str, evaluator: Evaluator, timer: StepTimer, schedule,
+                 samples_per_step: float, start_step: int = 0, graph: bool = True):
         super().__init__(start_step)
         self.logdir = logdir
-        self.evaluations = evaluations
-        self.samples_per_s = samples_per_s
-        self.learning_rate = learning_rate
+        self.evaluator = evaluator
+        self.timer = timer
+        self.schedule = schedule
+        self.samples_per_step = samples_per_step
         self._start_step = start_step
         self._writers = {}
         self._pending: list[tuple[int, dict[str, float]]] = []
@@ -50,14 +48,15 @@ class TensorBoardLog(StepCallback):
             drop_steps_after(directory, self._start_step)
             self._writers[name] = tf.summary.create_file_writer(directory)
         # Those of earlier sessions are written.
-        self._evaluations_written = sum(e.step <= self._start_step for e in self.evaluations())
+        self._evaluations_written = sum(e.step <= self._start_step
+                                        for e in self.evaluator.history)
 
     def on_steps_end(self, logs):
         values = {name: float(logs[name]) for name in ("loss", "accuracy") if name in logs}
-        values["learning_rate"] = self.learning_rate(self.step)
-        rate = self.samples_per_s()
-        if rate:
-            values["steady_samples_per_s"] = rate
+        values["learning_rate"] = learning_rate_at(self.schedule, self.step)
+        steady = self.timer.steady_steps_per_s()
+        if steady:
+            values["steady_samples_per_s"] = steady * self.samples_per_step
         self._pending.append((self.step, values))
 
     def write(self) -> None:
@@ -72,14 +71,14 @@ class TensorBoardLog(StepCallback):
         self._open()
         if self._graph_pending and self.model is not None and self._pending:
             # Once the optimizer is built (after a step), tracing creates nothing.
-            graphs.write_tensorboard_graph(self.model, os.path.join(self.logdir, "train"))
+            write_graph(self.model, os.path.join(self.logdir, "train"))
             self._graph_pending = False
         for step, values in self._pending:
             with self._writers["train"].as_default(step=step):
                 for tag, value in values.items():
                     tf.summary.scalar(tag, value)
         self._pending = []
-        evaluations = self.evaluations()
+        evaluations = self.evaluator.history
         for evaluation in evaluations[self._evaluations_written:]:
             with self._writers["test"].as_default(step=evaluation.step):
                 tf.summary.scalar("accuracy", evaluation.accuracy)
@@ -120,3 +119,35 @@ def _read_events(path: str) -> list:
     except tf.errors.DataLossError:
         pass
     return events
+
+
+def train_step(model):
+    """The training step of a compiled model as one tf.function: forward, loss, gradients,
+    optimizer update (what Keras' fit runs each step)."""
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = model.loss(y, model(x, training=True))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return loss
+
+    return step
+
+
+def input_specs(model) -> tuple[tf.TensorSpec, tf.TensorSpec]:
+    """The specs of a training step's sequences and labels for `model`."""
+    shape = describe(model)
+    return (tf.TensorSpec([None, shape.length, shape.features], tf.float32, name="sequences"),
+            tf.TensorSpec([None], tf.int32, name="labels"))
+
+
+def write_graph(model, logdir: str) -> None:
+    """Writes the training-step graph to `logdir` for `tensorboard --logdir`."""
+    graph = train_step(model).get_concrete_function(*input_specs(model)).graph
+    writer = tf.summary.create_file_writer(logdir)
+    with writer.as_default():
+        tf.summary.graph(graph)
+    writer.flush()
+    writer.close()
