@@ -47,7 +47,8 @@ def test_mirrored_over_two_cpus_matches_one_device(tmp_path, sample, tfds_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     runs = json.loads(result.stdout.strip().splitlines()[-1])
     mirrored, single = runs["mirrored"], runs["one_device"]
-    assert "MirroredStrategy with 2 replica(s): global batch 100, 50 per replica" in mirrored["log"]
+    assert ("MirroredStrategy with 2 replica(s): global batch 100, 50 per replica"
+            in mirrored["log"])
     assert "OneDeviceStrategy with 1 replica(s)" in single["log"]
     assert mirrored["steps"] == single["steps"] == 20
     assert mirrored["accuracy"] == pytest.approx(single["accuracy"], abs=0.02)

@@ -184,3 +184,42 @@ def test_a_batch_larger_than_the_training_set_is_recorded_as_used(tmp_path, tfds
     assert "larger than the training set: each epoch is one batch of 4,000" in out.getvalue()
     assert metrics["flags"]["batch_size"] == 100_000 and metrics["batch_size"] == 4000
     assert metrics["steps"] == 3 and metrics["train_samples"] == 12_000
+
+
+@keras2
+def test_the_exports_are_the_last_stage_the_train_command_composes(tmp_path, tfds_dir):
+    """The training core writes no export of its own; each one it is given is checked before
+    the run starts and written after model.keras, before metrics.json."""
+    config = tiny_config(tmp_path, tfds_dir, max_steps=2, export=True)
+    _, metrics = trainer.train_and_evaluate(config, out=io.StringIO())
+    assert "saved_model" not in metrics and not os.path.exists(
+        os.path.join(config.model_dir, "saved_model"))
+
+    class Refused:
+        name = "refused"
+
+        def check(self):
+            raise errors.UserError("cannot be made here")
+
+    with pytest.raises(errors.UserError, match="cannot be made here"):
+        trainer.train_and_evaluate(tiny_config(tmp_path / "other", tfds_dir), exports=[Refused()])
+    assert not os.path.exists(tmp_path / "other")
+
+    class Noted:
+        name = "noted"
+
+        def check(self):
+            pass
+
+        def write(self, model, out_dir, datasets):
+            written = sorted(os.listdir(out_dir))
+            assert "model.keras" in written and "metrics.json" not in written
+            return {"test_size": datasets.test_size}
+
+        def describe(self, info):
+            return [f"noted {info['test_size']}"]
+
+    out = io.StringIO()
+    _, metrics = trainer.train_and_evaluate(tiny_config(tmp_path / "third", tfds_dir, max_steps=2),
+                                            out=out, exports=[Noted()])
+    assert metrics["noted"] == {"test_size": 1000} and "noted 1000" in out.getvalue()

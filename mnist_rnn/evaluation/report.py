@@ -135,7 +135,8 @@ def format_reading(summary: dict) -> str:
     timesteps = summary["timesteps"]
     reached = ", ".join(f"{mark} after {step if step else 'never'}"
                         for mark, step in summary["first_step_reaching"].items())
-    by_digit = "  ".join(f"{c}:{m:g}" for c, m in enumerate(summary["median_settled_step_by_digit"])
+    by_digit = "  ".join(f"{c}:{m:g}"
+                         for c, m in enumerate(summary["median_settled_step_by_digit"])
                          if m is not None)
     return (f"while reading {timesteps} steps: test accuracy {reached}; the answer settles at "
             f"step {summary['median_settled_step']:g} (median)\n"
