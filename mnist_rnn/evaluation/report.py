@@ -39,7 +39,7 @@ class TestPass:
 
 
 def test_pass(predictor, test, steps: bool = False) -> TestPass:
-    """Runs `predictor` (a predictor.Predictor) over the (sequences, labels) batches of `test`.
+    """Runs `predictor` (a model.predictor.Predictor) over the (sequences, labels) batches of `test`.
     steps: also the class after each step read, from the same pass (the last step's answer is
     the model's), when the predictor has per-step answers."""
     steps = steps and predictor.has_steps

@@ -66,7 +66,7 @@ def seed(value: int, deterministic: bool = True) -> None:
 def build_for(config: TrainConfig, datasets, steps_per_execution: int,
               accuracy: bool = True) -> keras.Model:
     """The compiled model `config` describes, for the sequences of `datasets` (a
-    data.Datasets). accuracy: also track training accuracy (the progress bar's)."""
+    data.pipeline.Datasets). accuracy: also track training accuracy (the progress bar's)."""
     model = build_model(config.rnn, config.units, datasets.timesteps, datasets.features,
                         seed=config.seed, variable_length=config.variable_length)
     return compile_model(model, schedule_for(config, datasets.steps_per_epoch),
