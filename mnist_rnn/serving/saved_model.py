@@ -128,7 +128,7 @@ def describe_export(info: dict) -> str:
         return (f"XLA programs from JAX (jax2tf's XlaCallModule ops) {sizes}; for a plain "
                 f"graph, export the model.keras on {compat.switch_to(compat.KERAS3_TENSORFLOW)}")
     return (f"compiled by XLA {sizes}; TF Serving needs its --xla_cpu_compilation_enabled=true, "
-            "or export a plain graph (saved_model_xla=off)")
+            "or a plain graph: python -m mnist_rnn.export --saved_model --saved_model_xla=off")
 
 
 def _compiled(fn: Callable, spec: tf.TensorSpec) -> Callable:
