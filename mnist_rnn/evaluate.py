@@ -31,7 +31,7 @@ def main(argv):
     model = formats.load(FLAGS.model)
     name = sources.resolve_dataset(FLAGS.dataset, FLAGS.data_dir, mnist_dir=FLAGS.mnist_dir)
     datasets = pipeline.load_datasets(name, model.timesteps, batch_size=500,
-                                  data_dir=FLAGS.data_dir, mnist_dir=FLAGS.mnist_dir)
+                                      data_dir=FLAGS.data_dir, mnist_dir=FLAGS.mnist_dir)
     evaluation, error_images = report.build_report(
         report.test_pass(model, datasets.test, steps=True), model.path, name,
         datasets.test)

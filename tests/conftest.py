@@ -27,7 +27,7 @@ def tfds_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sample(tfds_dir):
     return pipeline.load_datasets("mnist_sample", timesteps=28, batch_size=100, seed=0,
-                              data_dir=tfds_dir)
+                                  data_dir=tfds_dir)
 
 
 @pytest.fixture(scope="session", params=["dynamic"] if compat.JAX else ["static", "dynamic"])

@@ -109,10 +109,10 @@ def test_compare_cli_end_to_end(tmp_path, tfds_dir):
 
 
 def test_a_configuration_past_its_compile_timeout_is_reported_not_waited_for(tmp_path,
-                                                                            tfds_dir):
+                                                                             tfds_dir):
     report = comparison.compare([28], str(tmp_path), units=8, steps=2, compile_timeout=0.0,
-                            dataset="mnist_sample", data_dir=tfds_dir, variable_length=False,
-                            log=lambda line: None)
+                                dataset="mnist_sample", data_dir=tfds_dir, variable_length=False,
+                                log=lambda line: None)
     assert [r["status"] for r in report["rows"]] == ["compile_timeout", "compile_timeout"]
     assert "> 0.0" in (tmp_path / "compare.md").read_text()
     with Image.open(tmp_path / "compare.png") as chart:

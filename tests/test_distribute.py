@@ -103,7 +103,7 @@ def test_two_workers_on_loopback_train_and_only_the_chief_writes(tmp_path, sampl
         "-c", "import sys; from mnist_rnn.compat import keras; "
         "print(keras.models.load_model(sys.argv[1]).count_params())",
         model_dir / "model.keras", timeout=120, env={**os.environ,
-                                                         "TF_USE_LEGACY_KERAS": "1"})
+                                                     "TF_USE_LEGACY_KERAS": "1"})
     assert check.returncode == 0 and int(check.stdout.strip().splitlines()[-1]) > 0
 
 
@@ -161,7 +161,7 @@ def test_multi_worker_without_tf_config_is_refused(monkeypatch):
     ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}, True),
     ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}, False),
     ({"cluster": {"chief": ["a:1"], "worker": ["b:2"]}, "task": {"type": "worker",
-                                                                  "index": 0}}, False),
+                                                                 "index": 0}}, False),
 ])
 def test_only_the_chief_writes_to_model_dir(monkeypatch, tf_config, chief):
     import tensorflow as tf

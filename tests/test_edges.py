@@ -25,7 +25,7 @@ keras2 = pytest.mark.keras2
 @keras2
 @pytest.mark.jax
 def test_overwrite_leaves_nothing_of_the_earlier_run_and_no_user_file_is_touched(tmp_path,
-                                                                               tfds_dir):
+                                                                                 tfds_dir):
     model_dir = tmp_path / "run"
     # The plain graph exports fastest; a model on JAX exports compiled programs only.
     first = tiny_config(tmp_path, tfds_dir, max_steps=8, export=True, tensorboard=True,
@@ -43,8 +43,8 @@ def test_overwrite_leaves_nothing_of_the_earlier_run_and_no_user_file_is_touched
 
     out = io.StringIO()
     train.train_and_evaluate(tiny_config(tmp_path, tfds_dir, max_steps=4, units=16,
-                                           export=False, tensorboard=True, overwrite=True,
-                                           model_dir=str(model_dir)), out=out)
+                                         export=False, tensorboard=True, overwrite=True,
+                                         model_dir=str(model_dir)), out=out)
     assert not (model_dir / "saved_model").exists()  # The earlier run's, not rewritten.
     assert not (model_dir / ".replaced").exists()
     assert not (model_dir / ".model.keras.tmp-k1ll3d_9.keras").exists()
@@ -91,7 +91,7 @@ def test_a_dry_run_does_not_block_the_real_run(tmp_path, tfds_dir):
     _, metrics = train.train_and_evaluate(dry, out=io.StringIO())
     assert metrics["steps"] == 2
     _, metrics = train.train_and_evaluate(tiny_config(tmp_path, tfds_dir, max_steps=6),
-                                            out=io.StringIO())
+                                          out=io.StringIO())
     assert metrics["steps"] == 6 and metrics["resumed_from_step"] == 0
 
 
@@ -194,7 +194,7 @@ def test_sigint_during_start_up_is_one_line_and_130(tmp_path, tfds_dir):
 
 @keras2
 def test_sigterm_while_writing_the_outputs_keeps_the_backup_and_the_rerun_finishes(tmp_path,
-                                                                                  tfds_dir):
+                                                                                   tfds_dir):
     command = ["-m", "mnist_rnn.train", "--units=32", "--epochs=1", "--max_steps=20",
                "--export", "--dataset=mnist_sample", f"--data_dir={tfds_dir}",
                f"--model_dir={tmp_path / 'run'}"]

@@ -85,7 +85,7 @@ def test_sigkill_then_the_same_command_resumes_to_the_same_result(uninterrupted,
     assert resumed["final_test_accuracy"] == pytest.approx(reference["final_test_accuracy"],
                                                            abs=0.005)
     assert [e["step"] for e in resumed["evaluations"]] == [e["step"] for e in
-                                                            reference["evaluations"]]
+                                                           reference["evaluations"]]
     # Same optimizer state and data order from the backup on: the weights agree too.
     for a, b in zip(weights_of(model_dir), weights_of(uninterrupted)):
         np.testing.assert_allclose(a, b, atol=1e-5)
@@ -107,7 +107,7 @@ def test_a_finished_run_is_not_repeated(uninterrupted, tfds_dir):
 
 
 def test_other_flags_are_refused_by_name_and_overwrite_starts_over(uninterrupted, tmp_path,
-                                                                    tfds_dir):
+                                                                   tfds_dir):
     refused = run(train_command(uninterrupted, tfds_dir, "--units=16", "--epochs=1"))
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     line = refused.stderr.strip().splitlines()[-1]
@@ -195,7 +195,7 @@ def test_a_failed_save_is_one_error_and_keeps_the_previous_files(tmp_path, tfds_
     assert not [n for n in os.listdir(config.model_dir) if ".tmp-" in n]
     monkeypatch.undo()
     _, metrics = train.train_and_evaluate(tiny_config(tmp_path, tfds_dir, max_steps=6),
-                                            out=io.StringIO())
+                                          out=io.StringIO())
     assert metrics["resumed_from_step"] == 6 and model_file.exists()
 
 

@@ -54,7 +54,7 @@ def test_unknown_rnn_is_rejected():
     ("static", False, 28), ("dynamic", False, 28), ("dynamic", True, 28), ("static", False, 7),
 ])
 def test_answers_after_each_step_end_at_the_model_output(rnn, variable_length, timesteps,
-                                                          tmp_path):
+                                                         tmp_path):
     """Same weights, no retraining; also for the model reloaded from its .keras file. Digits
     with blank rows around them, and one blank image, test the variable-length masking."""
     model = build_model(rnn, 16, timesteps, 784 // timesteps, seed=3,

@@ -336,7 +336,7 @@ saved_model.export_saved_model(model, sys.argv[1] + "/saved_model")
 @keras2
 @needs_keras2
 def test_a_model_from_the_other_keras_says_which_wrote_it_and_what_reads_it(tmp_path,
-                                                                               test_digits):
+                                                                            test_digits):
     from mnist_rnn import compat
 
     other = {**os.environ, "TF_USE_LEGACY_KERAS": "" if compat.LEGACY else "1"}

@@ -94,7 +94,7 @@ def _hand_made_backup(train_config, step: int, weights_step: int) -> pathlib.Pat
     (40, 20, "step 40 does not match its weights file step-20.weights.npz"),
 ])
 def test_a_backup_edited_by_hand_is_refused_and_left_as_it_is(tmp_path, tfds_dir, step,
-                                                               weights_step, why):
+                                                              weights_step, why):
     train_config = tiny_config(tmp_path, tfds_dir)
     backup = _hand_made_backup(train_config, step, weights_step)
     before = _tree(backup)
@@ -117,7 +117,7 @@ def test_a_finished_state_whose_step_is_not_the_metrics_is_refused(tmp_path, tfd
 
 
 def test_a_users_replaced_directory_and_look_alike_temporaries_are_never_deleted(tmp_path,
-                                                                               tfds_dir):
+                                                                                 tfds_dir):
     train_config = tiny_config(tmp_path, tfds_dir, max_steps=2, export=False)
     train.train_and_evaluate(train_config, out=io.StringIO())
     model_dir = pathlib.Path(train_config.model_dir)
@@ -131,8 +131,8 @@ def test_a_users_replaced_directory_and_look_alike_temporaries_are_never_deleted
     for overwrite in (False, True):
         with pytest.raises(errors.OutputError, match=r"\.replaced is not a run's hand-over"):
             train.train_and_evaluate(tiny_config(tmp_path, tfds_dir, max_steps=2,
-                                                   export=False, overwrite=overwrite),
-                                       out=io.StringIO())
+                                                 export=False, overwrite=overwrite),
+                                     out=io.StringIO())
         assert _tree(model_dir) == before
 
 

@@ -39,9 +39,9 @@ class TestPass:
 
 
 def test_pass(predictor, test, steps: bool = False) -> TestPass:
-    """Runs `predictor` (a model.predictor.Predictor) over the (sequences, labels) batches of `test`.
-    steps: also the class after each step read, from the same pass (the last step's answer is
-    the model's), when the predictor has per-step answers."""
+    """Runs `predictor` (a model.predictor.Predictor) over the (sequences, labels) batches of
+    `test`. steps: also the class after each step read, from the same pass (the last step's
+    answer is the model's), when the predictor has per-step answers."""
     steps = steps and predictor.has_steps
     labels, log_probabilities, step_classes = [], [], []
     for x, y in test:

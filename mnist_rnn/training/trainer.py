@@ -92,7 +92,6 @@ class Clock:
                                     for name, s in self.seconds.items())
 
 
-
 class Run:
     """One training run, once prepared: its settings, where it writes, the backup it resumes
     from, its data, its model and the callbacks that act on them. `train` reads top to
@@ -282,7 +281,7 @@ class Run:
         return NumericalError(f"{error.marked}: training stopped and nothing was saved; {kept}; "
                               f"lower {setting('learning_rate')}")
 
-    def steady_samples_per_s(self) -> float | None:
+    def _steady_samples_per_s(self) -> float | None:
         """Training examples per second after the warm-up (None before it ends)."""
         steady = self.timer.steady_steps_per_s()
         return steady * self.datasets.samples_per_step if steady else None
@@ -314,7 +313,7 @@ class Run:
             "train_samples": samples,
             "train_samples_per_s": samples / train_time_s if train_time_s > 0 else None,
             # After the warm-up: the speed a long run settles at.
-            "steady_train_samples_per_s": self.steady_samples_per_s(),
+            "steady_train_samples_per_s": self._steady_samples_per_s(),
             "backend": compat.BACKEND,
             "versions": compat.versions(),
         }
