@@ -60,13 +60,16 @@ class StepCallback(keras.callbacks.Callback):
 class StepTimer(StepCallback):
     """Wall time over all of a run's sessions, the time to its first step, and its steady
     speed: steps per second inside the calls into TensorFlow once `warmup_steps` steps of this
-    session are done, which leaves out tracing, evaluations, backups and every callback."""
+    session are done, which leaves out tracing, evaluations, backups and every callback.
+    `samples_per_step`: training examples per step, for the speed in examples."""
 
     def __init__(self, start_step: int = 0, warmup_steps: int = WARMUP_STEPS,
                  elapsed_before: float = 0.0, first_step_s: float | None = None,
-                 on_first_step: Callable[[float], None] | None = None):
+                 on_first_step: Callable[[float], None] | None = None,
+                 samples_per_step: float = 1.0):
         super().__init__(start_step)
         self.first_step_s = first_step_s
+        self.samples_per_step = samples_per_step
         self._steady_from = start_step + warmup_steps
         self._elapsed_before = elapsed_before
         self._on_first_step = on_first_step
@@ -95,6 +98,11 @@ class StepTimer(StepCallback):
     def steady_steps_per_s(self) -> float | None:
         """Steps per second after the warm-up; None before any such step."""
         return self._steady_steps / self._steady_s if self._steady_steps else None
+
+    def steady_samples_per_s(self) -> float | None:
+        """Training examples per second after the warm-up; None before any such step."""
+        steady = self.steady_steps_per_s()
+        return steady * self.samples_per_step if steady else None
 
 
 @dataclasses.dataclass

@@ -22,18 +22,16 @@ class TensorBoardLog(StepCallback):
     loses nothing written before its last backup. A resumed run first drops what its killed
     predecessor wrote after the backup it resumes from, so that no step is drawn twice.
 
-    The evaluations are `evaluator`'s; the speed is `timer`'s steady steps per second times
-    `samples_per_step`; the learning rate is `schedule`'s (a float or a Keras schedule, see
+    The evaluations are `evaluator`'s; the speed is `timer`'s; the learning rate is `schedule`'s (a float or a Keras schedule, see
     model.lstm.learning_rate). `graph`: also draw the training step."""
 
     def __init__(self, logdir: str, evaluator: Evaluator, timer: StepTimer, schedule,
-                 samples_per_step: float, start_step: int = 0, graph: bool = True):
+                 start_step: int = 0, graph: bool = True):
         super().__init__(start_step)
         self.logdir = logdir
         self.evaluator = evaluator
         self.timer = timer
         self.schedule = schedule
-        self.samples_per_step = samples_per_step
         self._start_step = start_step
         self._writers = {}
         self._pending: list[tuple[int, dict[str, float]]] = []
@@ -54,9 +52,9 @@ class TensorBoardLog(StepCallback):
     def on_steps_end(self, logs):
         values = {name: float(logs[name]) for name in ("loss", "accuracy") if name in logs}
         values["learning_rate"] = learning_rate_at(self.schedule, self.step)
-        steady = self.timer.steady_steps_per_s()
-        if steady:
-            values["steady_samples_per_s"] = steady * self.samples_per_step
+        speed = self.timer.steady_samples_per_s()
+        if speed:
+            values["steady_samples_per_s"] = speed
         self._pending.append((self.step, values))
 
     def write(self) -> None:

@@ -208,7 +208,8 @@ class Run:
         config, datasets, state = self.config, self.datasets, self.state or {}
         start = self.start_step
         self.timer = StepTimer(start, elapsed_before=state.get("wall_time_s", 0.0),
-                               first_step_s=state.get("time_to_first_step_s"))
+                               first_step_s=state.get("time_to_first_step_s"),
+                               samples_per_step=datasets.samples_per_step)
         self.evaluator = Evaluator(
             KerasPredictor(self.model, os.path.join(self.out_dir, MODEL_FILE)), datasets.test,
             steps_per_epoch=datasets.steps_per_epoch, clock=self.timer.elapsed,
@@ -218,7 +219,7 @@ class Run:
             eval_time_s=state.get("eval_time_s", 0.0))
         self.tensorboard = TensorBoardLog(
             os.path.join(self.out_dir, LOGS_DIR), self.evaluator, self.timer,
-            schedule_for(config, datasets.steps_per_epoch), datasets.samples_per_step, start,
+            schedule_for(config, datasets.steps_per_epoch), start,
             graph=compat.HAS_TF_GRAPHS and distribute.is_default(self.strategy),
         ) if config.tensorboard and self.chief else None
         # Starting over keeps the earlier run whole until this one's first backup (rundir).
@@ -281,11 +282,6 @@ class Run:
         return NumericalError(f"{error.marked}: training stopped and nothing was saved; {kept}; "
                               f"lower {setting('learning_rate')}")
 
-    def _steady_samples_per_s(self) -> float | None:
-        """Training examples per second after the warm-up (None before it ends)."""
-        steady = self.timer.steady_steps_per_s()
-        return steady * self.datasets.samples_per_step if steady else None
-
     def _metrics(self, final: Evaluation) -> dict:
         """metrics.json: the settings, the data, every evaluation and the timings."""
         config, datasets, evaluator = self.config, self.datasets, self.evaluator
@@ -313,7 +309,7 @@ class Run:
             "train_samples": samples,
             "train_samples_per_s": samples / train_time_s if train_time_s > 0 else None,
             # After the warm-up: the speed a long run settles at.
-            "steady_train_samples_per_s": self._steady_samples_per_s(),
+            "steady_train_samples_per_s": self.timer.steady_samples_per_s(),
             "backend": compat.BACKEND,
             "versions": compat.versions(),
         }
